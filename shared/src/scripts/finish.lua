@@ -1,0 +1,50 @@
+-- finish.lua: record the outcome of attempt ARGV[3] of job ARGV[2] run by worker ARGV[4].
+-- The attempt number is a fencing token: an outcome from any attempt but the current one, or from
+-- another worker, is rejected and changes nothing.
+-- ARGV: prefix, id, attempt, worker, outcome, exit code, error.
+-- outcome: succeeded | failed (retry with backoff, then dead) | fatal (dead at once) |
+--          handback (queued again, attempt not charged) | lost (queued again at once, charged)
+-- Returns the job's new state, or 'stale:<state>' / 'missing'.
+local id, attempt, worker, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k = job_key(id)
+local j = redis.call('HMGET', k, 'state', 'attempt', 'worker', 'entry', 'world', 'renderer', 'priority',
+  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping')
+if not j[1] then return 'missing' end
+if j[2] ~= attempt or j[3] ~= worker then return 'stale:' .. j[1] end
+local cancelled = j[1] == 'cancelled' and j[11] == '1'
+if j[1] ~= 'running' and not cancelled then return 'stale:' .. j[1] end
+
+drop_entry(j[4])
+release_lock(id, j[5], j[6])
+redis.call('HINCRBY', stats_key(worker), 'jobs_' .. outcome, 1)
+if cancelled then
+  finalize(id, 'cancelled')
+  return 'cancelled'
+end
+redis.call('HSET', k, 'exit_code', ARGV[6], 'error', ARGV[7], 'entry', '')
+if outcome == 'succeeded' then
+  redis.call('HSET', k, 'progress', 100)
+  finalize(id, 'succeeded')
+  return 'succeeded'
+end
+if outcome == 'handback' then
+  redis.call('HINCRBY', k, 'free_attempts', 1)
+  enqueue(id, j[7])
+  return 'queued'
+end
+local charged = tonumber(attempt) - (tonumber(j[9]) or 0)
+local max = tonumber(j[8]) or 3
+if outcome == 'fatal' or charged >= max then
+  finalize(id, 'dead')
+  return 'dead'
+end
+if outcome == 'lost' then
+  enqueue(id, j[7])
+  return 'queued'
+end
+local delay = (tonumber(j[10]) or 10000) * (2 ^ (charged - 1))
+if delay > MAX_BACKOFF_MS then delay = MAX_BACKOFF_MS end
+delay = math.floor(delay)
+redis.call('HSET', k, 'state', 'failed', 'next_attempt_at', NOW + delay, 'updated_at', NOW)
+redis.call('ZADD', P .. 'delayed', NOW + delay, id)
+return 'failed'

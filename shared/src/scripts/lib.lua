@@ -1,0 +1,131 @@
+-- lib.lua: helpers prepended to every renderfleet script (see shared/src/scripts.rs).
+--
+-- Every key lives under the fleet prefix ARGV[1] = "{<ns>}:". The hash tag puts a whole fleet in one
+-- Redis Cluster slot, so building keys from the prefix inside a script stays legal there.
+-- Time always comes from the Redis server (TIME), so all timestamps of a fleet share one clock.
+local P = ARGV[1]
+local GROUP = 'workers'
+local LOG_LINES = 200
+local MAX_BACKOFF_MS = 3600000
+local PRIORITIES = { 'high', 'normal', 'low' }
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function job_key(id) return P .. 'job:' .. id end
+local function stream_key(prio) return P .. 'stream:' .. prio end
+local function lock_key(world, renderer) return P .. 'lock:' .. world .. ':' .. renderer end
+local function waiting_key(world, renderer) return P .. 'waiting:' .. world .. ':' .. renderer end
+local function stats_key(worker) return P .. 'worker:' .. worker .. ':stats' end
+
+-- Value of `name` in a stream entry's flat field list, or nil.
+local function entry_field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- Append a fresh stream entry for job `id` and make it the job's only live entry.
+local function enqueue(id, prio)
+  if prio ~= 'high' and prio ~= 'low' then prio = 'normal' end
+  local eid = redis.call('XADD', stream_key(prio), '*', 'job', id)
+  redis.call('HSET', job_key(id), 'state', 'queued', 'entry', prio .. '|' .. eid, 'queued_at', NOW,
+    'updated_at', NOW, 'worker', '', 'waiting_on', '', 'stopping', '')
+  return eid
+end
+
+-- Acknowledge and delete a stream entry given as "<priority>|<entry id>".
+local function drop_entry(entry)
+  if not entry or entry == '' then return end
+  local sep = string.find(entry, '|', 1, true)
+  if not sep then return end
+  local s = stream_key(string.sub(entry, 1, sep - 1))
+  local eid = string.sub(entry, sep + 1)
+  redis.call('XACK', s, GROUP, eid)
+  redis.call('XDEL', s, eid)
+end
+
+-- Does job `holder` still own its (world, renderer) lock? A running job does, and so does a cancelled
+-- one whose renderer has not been confirmed stopped yet.
+local function holds_lock(holder)
+  local h = redis.call('HMGET', job_key(holder), 'state', 'stopping')
+  return h[1] == 'running' or (h[1] == 'cancelled' and h[2] == '1')
+end
+
+-- Release job `id`'s lock and queue the first job that waits for it.
+local function release_lock(id, world, renderer)
+  local lk = lock_key(world, renderer)
+  if redis.call('GET', lk) ~= id then return end
+  redis.call('DEL', lk)
+  local wk = waiting_key(world, renderer)
+  while true do
+    local nxt = redis.call('LPOP', wk)
+    if not nxt then return end
+    local st = redis.call('HMGET', job_key(nxt), 'state', 'priority', 'waiting_on')
+    if st[1] == 'queued' and st[3] ~= '' then
+      enqueue(nxt, st[2])
+      return
+    end
+  end
+end
+
+-- Forget index entries of job records whose retention has run out (bounded work per call).
+local function cleanup_expired()
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW, 'LIMIT', 0, 64)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', P .. 'jobs', id)
+    redis.call('ZREM', P .. 'expiry', id)
+    redis.call('ZREM', P .. 'dead', id)
+  end
+end
+
+-- Put job `id` into a final state; its record and log expire after the job's retention.
+local function finalize(id, state)
+  local k = job_key(id)
+  local ret = tonumber(redis.call('HGET', k, 'retention_ms')) or 604800000
+  redis.call('HSET', k, 'state', state, 'finished_at', NOW, 'updated_at', NOW, 'entry', '',
+    'stopping', '', 'waiting_on', '')
+  if state == 'dead' then redis.call('ZADD', P .. 'dead', NOW, id) end
+  redis.call('PEXPIRE', k, ret)
+  redis.call('PEXPIRE', k .. ':log', ret)
+  redis.call('ZADD', P .. 'expiry', NOW + ret, id)
+  cleanup_expired()
+end
+
+-- Turn delivered stream entry (prio, eid) of job `id` into a running attempt on `worker`.
+-- Returns the claim as a JSON string, or nil when the entry was stale or the job has to wait for
+-- its (world, renderer) lock.
+local function start(worker, prio, eid, id)
+  local entry = prio .. '|' .. eid
+  if not id then
+    drop_entry(entry)
+    return nil
+  end
+  local k = job_key(id)
+  local j = redis.call('HMGET', k, 'state', 'entry', 'world', 'renderer', 'attempt', 'params',
+    'timeout_ms', 'priority')
+  if j[1] ~= 'queued' or j[2] ~= entry or not j[3] or not j[4] then
+    drop_entry(entry)
+    return nil
+  end
+  local lk = lock_key(j[3], j[4])
+  local holder = redis.call('GET', lk)
+  if holder and holder ~= id and holds_lock(holder) then
+    drop_entry(entry)
+    redis.call('RPUSH', waiting_key(j[3], j[4]), id)
+    redis.call('HSET', k, 'entry', '', 'waiting_on', holder, 'updated_at', NOW)
+    return nil
+  end
+  redis.call('SET', lk, id)
+  local attempt = (tonumber(j[5]) or 0) + 1
+  redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
+    'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '', 'waiting_on', '', 'error', '',
+    'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '', 'host', '')
+  redis.call('RPUSH', k .. ':log', '[renderfleet] attempt ' .. attempt .. ' on worker ' .. worker)
+  redis.call('LTRIM', k .. ':log', -LOG_LINES, -1)
+  redis.call('HINCRBY', stats_key(worker), 'jobs_taken', 1)
+  return cjson.encode({ id = id, attempt = attempt, world = j[3], renderer = j[4],
+    params = j[6] or '{}', timeout_ms = j[7] or '', priority = j[8] or 'normal',
+    created_at = tonumber(redis.call('HGET', k, 'created_at')) or 0, started_at = NOW })
+end
