@@ -1,0 +1,452 @@
+//! Running one attempt: resolve the world, expand the profile's argv (no shell), spawn the renderer
+//! in its own process group, stream its output into a log file and the job's bounded log tail,
+//! parse progress, enforce the timeout, obey stop requests, and record the outcome (fenced).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use renderfleet_shared::fleet::{Claim, Finished, Outcome};
+use renderfleet_shared::job::validate_world;
+use renderfleet_shared::keys::LOG_LINES;
+use renderfleet_shared::progress::ProgressParser;
+use renderfleet_shared::renderer::{Expansion, Profile, Runner};
+use renderfleet_shared::time::human;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::agent::{Agent, StopReason};
+use crate::process;
+
+/// Longest line kept in Redis; the log file keeps the whole line.
+const MAX_LINE: usize = 2048;
+/// How often progress and output are written to the job.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+struct Ending {
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    error: String,
+}
+
+impl Ending {
+    fn new(outcome: Outcome, exit_code: Option<i32>, error: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            exit_code,
+            error: error.into(),
+        }
+    }
+}
+
+/// Run one claimed attempt to its end and record the outcome.
+pub async fn execute(agent: &Agent, claim: Claim, stop: watch::Receiver<Option<StopReason>>) {
+    let span = info_span!("job", id = %claim.id, world = %claim.world, renderer = %claim.renderer, attempt = claim.attempt);
+    async {
+        info!("job started");
+        let ending = match plan(agent, &claim) {
+            Err(e) => e,
+            Ok(None) => Ending::new(Outcome::Succeeded, Some(0), ""),
+            Ok(Some(plan)) => run_command(agent, &claim, plan, stop).await,
+        };
+        record(agent, &claim, ending).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Plan<'a> {
+    profile: &'a Profile,
+    argv: Vec<String>,
+    timeout: Duration,
+}
+
+/// Everything that can be checked before spawning. `Ok(None)` for the in-process `noop` renderer.
+fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Option<Plan<'a>>, Ending> {
+    let fatal = |m: String| Ending::new(Outcome::Fatal, None, m);
+    let profile = agent
+        .profiles
+        .get(&claim.renderer)
+        .map_err(|e| fatal(format!("{e} on worker {}", agent.cfg.worker_id)))?;
+    let given: BTreeMap<String, String> = serde_json::from_str(&claim.params)
+        .map_err(|e| fatal(format!("params are not a JSON object of strings: {e}")))?;
+    let params = profile
+        .resolve_params(&given)
+        .map_err(|e| fatal(e.to_string()))?;
+    validate_world(&claim.world).map_err(|e| fatal(e.to_string()))?;
+    if matches!(profile.runner, Runner::Noop) {
+        return Ok(None);
+    }
+    let world_dir = resolve_world(&agent.cfg.worlds_dir, &claim.world)?;
+    let output_dir = agent
+        .cfg
+        .output_dir
+        .join(&claim.world)
+        .join(&claim.renderer);
+    std::fs::create_dir_all(&output_dir).map_err(|e| {
+        Ending::new(
+            Outcome::Failed,
+            None,
+            format!("cannot create output dir {}: {e}", output_dir.display()),
+        )
+    })?;
+    let output_dir = output_dir.canonicalize().unwrap_or(output_dir);
+    let argv = profile
+        .argv(
+            &params,
+            &Expansion {
+                world_dir: &world_dir,
+                output_dir: &output_dir,
+                job_id: &claim.id,
+                attempt: claim.attempt,
+            },
+        )
+        .map_err(|e| fatal(e.to_string()))?;
+    let timeout = claim
+        .timeout_ms
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .unwrap_or(profile.timeout);
+    Ok(Some(Plan {
+        profile,
+        argv,
+        timeout,
+    }))
+}
+
+/// The world's directory under `worlds_dir`; refuses anything that escapes it (e.g. a symlink).
+fn resolve_world(worlds_dir: &Path, world: &str) -> Result<PathBuf, Ending> {
+    let base = worlds_dir.canonicalize().map_err(|e| {
+        Ending::new(
+            Outcome::Failed,
+            None,
+            format!("worlds dir {} is not usable: {e}", worlds_dir.display()),
+        )
+    })?;
+    let dir = base.join(world).canonicalize().map_err(|e| {
+        Ending::new(
+            Outcome::Failed,
+            None,
+            format!("world '{world}' not found under {}: {e}", base.display()),
+        )
+    })?;
+    if !dir.starts_with(&base) || dir == base {
+        return Err(Ending::new(
+            Outcome::Fatal,
+            None,
+            format!("world '{world}' resolves outside the worlds dir"),
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Ending::new(
+            Outcome::Fatal,
+            None,
+            format!("world '{world}' is not a directory"),
+        ));
+    }
+    Ok(dir)
+}
+
+fn clip(line: &str) -> String {
+    if line.len() <= MAX_LINE {
+        return line.to_owned();
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
+async fn read_lines<R: AsyncRead + Unpin>(r: R, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']);
+                // Progress bars redraw with '\r'; keep the last state of the line.
+                let line = line.rsplit('\r').next().unwrap_or(line);
+                if tx.send(line.to_owned()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Sink<'a> {
+    agent: &'a Agent,
+    claim: &'a Claim,
+    parser: ProgressParser,
+    lines: Vec<String>,
+    progress: Option<(f64, Option<String>)>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+}
+
+impl Sink<'_> {
+    async fn line(&mut self, line: String) {
+        if let Some(p) = self.parser.feed(&line) {
+            self.progress = Some((p.percent, p.phase));
+        }
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(line.as_bytes()).await;
+            let _ = f.write_all(b"\n").await;
+        }
+        if self.lines.len() >= LOG_LINES {
+            self.lines.remove(0);
+        }
+        self.lines.push(clip(&line));
+    }
+
+    /// Write buffered progress and lines to the job. Returns false when the job moved on.
+    async fn flush(&mut self) -> bool {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush().await;
+        }
+        if self.lines.is_empty() && self.progress.is_none() {
+            return true;
+        }
+        let mut fields = Vec::new();
+        if let Some((pct, phase)) = &self.progress {
+            fields.push(("progress", format!("{pct}")));
+            if let Some(ph) = phase {
+                fields.push(("phase", ph.clone()));
+            }
+        }
+        match self
+            .agent
+            .fleet
+            .update(
+                &self.claim.id,
+                self.claim.attempt,
+                &self.agent.cfg.worker_id,
+                &fields,
+                &self.lines,
+            )
+            .await
+        {
+            Ok(state) => {
+                self.lines.clear();
+                self.progress = None;
+                state == "running"
+            }
+            Err(e) => {
+                warn!(error = %e, "could not write progress; will retry");
+                true
+            }
+        }
+    }
+}
+
+async fn open_log(agent: &Agent, claim: &Claim) -> Option<tokio::io::BufWriter<tokio::fs::File>> {
+    let dir = &agent.cfg.log_dir;
+    if let Err(e) = tokio::fs::create_dir_all(dir).await {
+        warn!(dir = %dir.display(), error = %e, "cannot create log dir; renderer output is kept only in Redis");
+        return None;
+    }
+    let path = dir.join(format!("{}.{}.log", claim.id, claim.attempt));
+    match tokio::fs::File::create(&path).await {
+        Ok(f) => Some(tokio::io::BufWriter::new(f)),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot create log file");
+            None
+        }
+    }
+}
+
+enum Stopped {
+    Timeout,
+    Reason(StopReason),
+}
+
+async fn run_command(
+    agent: &Agent,
+    claim: &Claim,
+    plan: Plan<'_>,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> Ending {
+    let mut cmd = tokio::process::Command::new(&plan.argv[0]);
+    cmd.args(&plan.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .env("RENDERFLEET_JOB_ID", &claim.id)
+        .env("RENDERFLEET_ATTEMPT", claim.attempt.to_string())
+        .env("RENDERFLEET_WORKER_ID", &agent.cfg.worker_id);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ending::new(
+                Outcome::Failed,
+                None,
+                format!(
+                    "cannot start '{}' on worker {}: {e}",
+                    plan.argv[0], agent.cfg.worker_id
+                ),
+            )
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    let pstart = process::start_time(pgid)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(read_lines(o, tx.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(read_lines(e, tx.clone()))),
+    ];
+    drop(tx);
+    let mut sink = Sink {
+        agent,
+        claim,
+        parser: ProgressParser::new(&plan.profile.progress),
+        lines: Vec::new(),
+        progress: None,
+        file: open_log(agent, claim).await,
+    };
+    let mut still_ours = match agent
+        .fleet
+        .update(
+            &claim.id,
+            claim.attempt,
+            &agent.cfg.worker_id,
+            &[
+                ("pid", pgid.to_string()),
+                ("pstart", pstart),
+                ("host", agent.host.clone()),
+            ],
+            &[],
+        )
+        .await
+    {
+        Ok(state) => state == "running",
+        Err(e) => {
+            warn!(error = %e, "could not record the renderer's pid");
+            true
+        }
+    };
+    info!(pid = pgid, argv = ?plan.argv, timeout = %human(plan.timeout), "renderer started");
+
+    let deadline = tokio::time::sleep(plan.timeout);
+    tokio::pin!(deadline);
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped = None;
+    let mut status: Option<ExitStatus> = None;
+    if !still_ours {
+        stopped = Some(Stopped::Reason(StopReason::MovedOn));
+    }
+    while stopped.is_none() {
+        tokio::select! {
+            s = child.wait() => {
+                status = s.ok();
+                break;
+            }
+            Some(line) = rx.recv() => sink.line(line).await,
+            _ = flush.tick() => {
+                still_ours = sink.flush().await;
+                if !still_ours {
+                    stopped = Some(Stopped::Reason(StopReason::MovedOn));
+                }
+            }
+            _ = &mut deadline => stopped = Some(Stopped::Timeout),
+            r = stop.changed() => {
+                let reason = if r.is_ok() { *stop.borrow() } else { None };
+                stopped = Some(Stopped::Reason(reason.unwrap_or(StopReason::Drain)));
+            }
+        }
+    }
+    if stopped.is_some() {
+        info!(pid = pgid, "stopping renderer");
+        status = process::stop(&mut child, pgid, agent.cfg.kill_grace).await;
+    } else {
+        // The renderer exited; anything it left running in its group goes too.
+        process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+    // Collect the output still in the pipes (bounded: the group is gone, so the pipes close).
+    let drain = async {
+        while let Some(line) = rx.recv().await {
+            sink.line(line).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    for r in readers.into_iter().flatten() {
+        r.abort();
+    }
+    let _ = sink.flush().await;
+
+    let code = status.and_then(|s| s.code());
+    match stopped {
+        Some(Stopped::Timeout) => Ending::new(
+            Outcome::Failed,
+            code,
+            format!("timed out after {}", human(plan.timeout)),
+        ),
+        Some(Stopped::Reason(StopReason::Drain)) => {
+            Ending::new(Outcome::Handback, code, "handed back: worker draining")
+        }
+        Some(Stopped::Reason(StopReason::MovedOn)) => {
+            Ending::new(Outcome::Failed, code, "stopped: the job moved on")
+        }
+        None => match status {
+            Some(s) if s.success() => Ending::new(Outcome::Succeeded, Some(0), ""),
+            Some(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                let what = match (s.code(), s.signal()) {
+                    (Some(c), _) => format!("renderer exited with code {c}"),
+                    (None, Some(sig)) => format!("renderer killed by signal {sig}"),
+                    _ => "renderer failed".to_owned(),
+                };
+                Ending::new(Outcome::Failed, code, what)
+            }
+            None => Ending::new(Outcome::Failed, None, "lost track of the renderer process"),
+        },
+    }
+}
+
+/// Record the ending; retried while Redis is unreachable. Stale attempts are logged and dropped.
+async fn record(agent: &Agent, claim: &Claim, ending: Ending) {
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..60 {
+        match agent
+            .fleet
+            .finish(
+                &claim.id,
+                claim.attempt,
+                &agent.cfg.worker_id,
+                ending.outcome,
+                ending.exit_code,
+                &ending.error,
+            )
+            .await
+        {
+            Ok(Finished::Recorded(state)) => {
+                info!(outcome = ?ending.outcome, state = %state, error = %ending.error, "job attempt recorded");
+                return;
+            }
+            Ok(Finished::Stale(state)) => {
+                info!(outcome = ?ending.outcome, state = %state, "attempt is stale; outcome not recorded");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not record job outcome; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    warn!("gave up recording the outcome; the job will be reclaimed");
+}

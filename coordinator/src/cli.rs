@@ -1,0 +1,278 @@
+//! `renderfleet`: the admin CLI. Every command reads or writes the fleet's Redis keys; nothing talks
+//! to an agent directly. Exit codes: 0 ok, 1 error, 2 usage.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use renderfleet_shared::cli::Common;
+use renderfleet_shared::job::{JobSpec, JobState, Priority};
+use renderfleet_shared::renderer::Profiles;
+use renderfleet_shared::time::parse_duration;
+use renderfleet_shared::{Error, Fleet};
+
+use crate::output;
+
+/// renderfleet admin CLI: submit and inspect render jobs, look at workers.
+#[derive(Parser, Debug)]
+#[command(name = "renderfleet", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Queue a render job; prints the job id alone on stdout
+    Submit(SubmitArgs),
+    /// Show one job with the tail of its renderer output
+    Job {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first
+    Jobs {
+        /// Only jobs in this state (queued, running, failed, succeeded, dead, cancelled)
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many jobs
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued, retry-waiting or running job (a running renderer is stopped)
+    Cancel { id: String },
+    /// Requeue a dead, cancelled or retry-waiting job now, with a fresh attempt budget
+    Retry { id: String },
+    /// List workers with a live heartbeat
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one worker
+    Worker {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `renderfleet submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// World directory name (under the agents' --worlds-dir)
+    #[arg(long, required_unless_present = "spec")]
+    pub world: Option<String>,
+    /// Renderer profile
+    #[arg(long, required_unless_present = "spec")]
+    pub renderer: Option<String>,
+    /// A declared renderer param, KEY=VALUE (repeatable)
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// high, normal or low
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// Per-attempt timeout [default: the profile's]
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Attempts before the job is dead-lettered [default: 3]
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Base of the exponential retry backoff [default: 10s]
+    #[arg(long, value_parser = parse_duration)]
+    pub backoff: Option<Duration>,
+    /// How long the finished job stays inspectable [default: 7days]
+    #[arg(long, value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Idempotency key used as the job id: submitting it again returns the same job
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Read the whole job as JSON from FILE ('-' for stdin); flags given beside it override it
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<String>,
+    /// Extra renderer profiles (TOML) to validate against, besides built-ins and those agents published
+    #[arg(long, env = "RENDERFLEET_RENDERERS")]
+    pub renderers: Option<PathBuf>,
+    /// Wait until the job finishes; exit 0 only if it succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (the job keeps going)
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub wait_timeout: Option<Duration>,
+}
+
+impl SubmitArgs {
+    fn spec(&self) -> anyhow::Result<JobSpec> {
+        let mut spec = match &self.spec {
+            Some(path) => {
+                let mut text = String::new();
+                let limit = renderfleet_shared::job::MAX_JOB_BYTES as u64 + 1;
+                if path == "-" {
+                    std::io::stdin()
+                        .take(limit)
+                        .read_to_string(&mut text)
+                        .context("reading the job from stdin")?;
+                } else {
+                    std::fs::File::open(path)
+                        .and_then(|f| f.take(limit).read_to_string(&mut text))
+                        .with_context(|| format!("reading {path}"))?;
+                }
+                JobSpec::from_json(&text)?
+            }
+            None => JobSpec::default(),
+        };
+        if let Some(w) = &self.world {
+            spec.world = w.clone();
+        }
+        if let Some(r) = &self.renderer {
+            spec.renderer = r.clone();
+        }
+        let mut params = BTreeMap::new();
+        for kv in &self.params {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE")))?;
+            params.insert(k.to_owned(), v.to_owned());
+        }
+        spec.params.extend(params);
+        if let Some(p) = &self.priority {
+            spec.priority = p.parse::<Priority>()?;
+        }
+        spec.timeout = self.timeout.or(spec.timeout);
+        spec.max_attempts = self.max_attempts.or(spec.max_attempts);
+        spec.backoff = self.backoff.or(spec.backoff);
+        spec.retention = self.retention.or(spec.retention);
+        spec.id = self.id.clone().or(spec.id);
+        Ok(spec)
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Run one CLI command. Errors are returned for `main` to print as one line (exit 1).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Validate input before touching Redis, so bad input fails the same with Redis up or down.
+    let spec = match &cli.command {
+        Command::Submit(a) => {
+            let s = a.spec()?;
+            s.validate_shape()?;
+            Some(s)
+        }
+        _ => None,
+    };
+    let state = match &cli.command {
+        Command::Jobs { state: Some(s), .. } => Some(s.parse::<JobState>()?),
+        _ => None,
+    };
+    let fleet = Fleet::connect(&cli.common.redis_url, &cli.common.namespace).await?;
+    match cli.command {
+        Command::Submit(args) => {
+            let Some(spec) = spec else {
+                bail!("no job spec")
+            };
+            let mut profiles = fleet.profiles().await?;
+            if let Some(path) = &args.renderers {
+                for p in Profiles::load(Some(path))?.iter() {
+                    profiles.insert(p.clone());
+                }
+            }
+            fleet.ensure_groups().await?;
+            let s = fleet.submit(&spec, &profiles).await?;
+            println!("{}", s.id);
+            if !s.created {
+                eprintln!(
+                    "job {} already exists ({}); not submitted again",
+                    s.id, s.state
+                );
+            }
+            if args.wait {
+                wait(&fleet, &s.id, args.wait_timeout).await?;
+            }
+        }
+        Command::Job { id, json } => {
+            let job = fleet.job_with_log(&id).await?.ok_or(Error::NoSuchJob(id))?;
+            if json {
+                print_json(&job)?;
+            } else {
+                print!("{}", output::job_detail(&job));
+            }
+        }
+        Command::Jobs { limit, json, .. } => {
+            let jobs = fleet.jobs(state, limit).await?;
+            if json {
+                print_json(&jobs)?;
+            } else {
+                print!("{}", output::jobs_table(&jobs));
+            }
+        }
+        Command::Cancel { id } => match fleet.cancel(&id).await? {
+            renderfleet_shared::fleet::Cancelled::Cancelled => println!("cancelled {id}"),
+            renderfleet_shared::fleet::Cancelled::Stopping => {
+                println!("cancelled {id}; its agent is stopping the renderer")
+            }
+        },
+        Command::Retry { id } => {
+            fleet.retry(&id).await?;
+            println!("queued {id} again");
+        }
+        Command::Workers { json } => {
+            let ws = fleet.workers().await?;
+            if json {
+                print_json(&ws)?;
+            } else {
+                print!("{}", output::workers_table(&ws));
+            }
+        }
+        Command::Worker { id, json } => {
+            let w = fleet
+                .worker(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no worker '{id}' with a live heartbeat"))?;
+            if json {
+                print_json(&w)?;
+            } else {
+                print!("{}", output::worker_detail(&w));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait(fleet: &Fleet, id: &str, limit: Option<Duration>) -> anyhow::Result<()> {
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let mut last = None;
+    loop {
+        let job = fleet
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NoSuchJob(id.to_owned()))?;
+        if last != Some(job.state) {
+            eprintln!("{id}: {}", job.state);
+            last = Some(job.state);
+        }
+        if job.state.is_final() {
+            if job.state == JobState::Succeeded {
+                return Ok(());
+            }
+            bail!(
+                "job {id} ended {}{}",
+                job.state,
+                job.error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            bail!("job {id} is still {} after the wait timeout", job.state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
