@@ -419,6 +419,9 @@ impl Fleet {
             .zrange(self.keys.workers(), 0, -1)
             .await
             .map_err(|e| self.err(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(self.keys.worker(id))
