@@ -186,6 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     profiles.insert(p.clone());
                 }
             }
+            profiles.validate(&spec)?;
             fleet.ensure_groups().await?;
             let s = fleet.submit(&spec, &profiles).await?;
             println!("{}", s.id);

@@ -374,12 +374,13 @@ impl JobRecord {
             .ok_or_else(|| bad("no state"))?
             .parse()
             .map_err(|_| bad("unknown state"))?;
-        let params = match h.get("params") {
-            Some(p) if !p.is_empty() => {
-                serde_json::from_str(p).map_err(|_| bad("params are not a JSON object"))?
-            }
-            _ => BTreeMap::new(),
-        };
+        // Params that are not a JSON object (written by hand) do not hide the rest of the record;
+        // the agent dead-letters such a job with an error saying why.
+        let params = h
+            .get("params")
+            .filter(|p| !p.is_empty())
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default();
         let ms = |k: &str| num::<u64>(h, k);
         Ok(Some(JobRecord {
             id: id.to_owned(),
