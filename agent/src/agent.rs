@@ -147,15 +147,16 @@ impl Agent {
             .await
             .is_err()
         {
-            let st = self.state();
-            info!(
-                jobs = st.running.len(),
-                "drain timeout reached; stopping and handing back running jobs"
-            );
-            for job in st.running.values() {
-                let _ = job.stop.send(Some(StopReason::Drain));
+            {
+                let st = self.state();
+                info!(
+                    jobs = st.running.len(),
+                    "drain timeout reached; stopping and handing back running jobs"
+                );
+                for job in st.running.values() {
+                    let _ = job.stop.send(Some(StopReason::Drain));
+                }
             }
-            drop(st);
             jobs.wait().await;
         }
         if let Err(e) = self.settle("exit").await {

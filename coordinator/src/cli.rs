@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Queue a render job; prints the job id alone on stdout
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show one job with the tail of its renderer output
     Job {
         id: String,

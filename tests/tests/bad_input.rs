@@ -1,5 +1,7 @@
 //! Bad input gets one clear line, exit 1, and writes nothing; Redis down or refusing credentials is
 //! reported the same way by the CLI and retried (with a message) by the agent.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Output;
 use std::time::Duration;

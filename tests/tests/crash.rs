@@ -1,4 +1,6 @@
 //! Agent crashes and fencing: `kill -9` mid-render, restart with the same worker id.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

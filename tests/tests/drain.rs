@@ -1,4 +1,6 @@
 //! Graceful shutdown: SIGTERM drains; jobs that outlive the drain timeout are handed back.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Worker health: `renderfleet-agent health` for HEALTHCHECK, the heartbeat record, and the
 //! degraded state (memory above the threshold stops pulling).
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! Progress parsing from a recorded sample of Overviewer output, offline and through a real agent.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

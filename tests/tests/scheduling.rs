@@ -1,5 +1,7 @@
 //! Scheduling guarantees: capacity bounds and spread, per-(world, renderer) exclusivity,
 //! priorities, idempotent submit.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;

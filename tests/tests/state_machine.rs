@@ -1,4 +1,6 @@
 //! Job state machine end to end: real redis-server, real agent process, real CLI.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -110,7 +112,7 @@ async fn failures_retry_with_backoff_then_dead_then_retry_succeeds() {
         redis::AsyncCommands::zrange(&mut redis.conn().await.unwrap(), fleet.keys().dead(), 0, -1)
             .await
             .unwrap();
-    assert_eq!(dead_set, [id.clone()]);
+    assert_eq!(dead_set, std::slice::from_ref(&id));
 
     // Attempts were spaced by the exponential backoff: >= 300ms, then >= 600ms.
     let starts: Vec<u64> = std::fs::read_to_string(out.join(format!("attempts.{id}")))

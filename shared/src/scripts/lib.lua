@@ -11,6 +11,8 @@ local PRIORITIES = { 'high', 'normal', 'low' }
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Microseconds as a decimal string (a plain number would be printed in exponent notation).
+local NOW_US = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 
 local function job_key(id) return P .. 'job:' .. id end
 local function stream_key(prio) return P .. 'stream:' .. prio end
@@ -120,6 +122,7 @@ local function start(worker, prio, eid, id)
   redis.call('SET', lk, id)
   local attempt = (tonumber(j[5]) or 0) + 1
   redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
+    'started_us', NOW_US,
     'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '', 'waiting_on', '', 'error', '',
     'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '', 'host', '')
   redis.call('RPUSH', k .. ':log', '[renderfleet] attempt ' .. attempt .. ' on worker ' .. worker)

@@ -7,7 +7,8 @@ local existing = redis.call('HGET', k, 'state')
 if existing then return { 0, existing } end
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', k, 'id', id, 'attempt', 0, 'free_attempts', 0, 'created_at', NOW, 'progress', 0,
+redis.call('HSET', k, 'id', id, 'attempt', 0, 'free_attempts', 0, 'created_at', NOW, 'created_us', NOW_US,
+  'progress', 0,
   unpack(fields))
 redis.call('ZADD', P .. 'jobs', NOW, id)
 enqueue(id, ARGV[3])

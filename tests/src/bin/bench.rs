@@ -1,1 +1,236 @@
-fn main() {}
+//! `renderfleet-bench`: queue throughput, spawn throughput, dispatch latency and agent idle RSS,
+//! measured against one fresh redis-server (AOF on, `appendfsync everysec`, noeviction) together
+//! with `redis-benchmark` on that same server, so the figures are ratios taken in one run.
+//!
+//! Build and run: `cargo build --release --workspace --bins && target/release/renderfleet-bench`
+//! (see docs/benchmarks.md).
+#![forbid(unsafe_code)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use renderfleet_shared::job::JobSpec;
+use renderfleet_shared::Fleet;
+use renderfleet_tests::{bin, Agent, AgentOpts, Site, TestRedis};
+
+#[derive(Parser, Debug)]
+#[command(about = "renderfleet benchmarks (see docs/benchmarks.md)")]
+struct Args {
+    /// No-op jobs for the queue-path figure
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Agent processes
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Capacity of each agent
+    #[arg(long, default_value_t = 8)]
+    capacity: u32,
+    /// Jobs running /bin/true for the spawn-path figure
+    #[arg(long, default_value_t = 2_000)]
+    spawn_jobs: usize,
+    /// Submit-to-running samples for the latency figure
+    #[arg(long, default_value_t = 500)]
+    latency_samples: usize,
+    /// Concurrent submitters
+    #[arg(long, default_value_t = 64)]
+    submitters: usize,
+}
+
+fn redis_benchmark_set(port: u16) -> anyhow::Result<f64> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "-n", "200000", "-t", "set", "-c", "50", "-P", "1"])
+        .output()
+        .context("running redis-benchmark (apt-get install redis-tools)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "SET: 95238.10 requests per second, p50=0.271 msec" (after \r-separated progress updates)
+    let line = text.rsplit('\r').find(|l| l.contains("SET:")).unwrap_or(&text);
+    let rps = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("unexpected redis-benchmark output: {text}"))?;
+    Ok(rps)
+}
+
+async fn start_agents(redis: &TestRedis, ns: &str, site: &Site, n: usize, capacity: u32) -> anyhow::Result<Vec<Agent>> {
+    let mut agents = Vec::new();
+    for i in 0..n {
+        let opts = AgentOpts { worker_id: format!("bench-{i}"), capacity, drain_timeout: "5s", extra: Vec::new() };
+        agents.push(Agent::start_ready(&redis.url(), ns, site, opts).await?);
+    }
+    Ok(agents)
+}
+
+async fn succeeded(fleet: &Fleet, agents: usize) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for i in 0..agents {
+        total += fleet.worker_stats(&format!("bench-{i}")).await?.get("jobs_succeeded").copied().unwrap_or(0);
+    }
+    Ok(total)
+}
+
+async fn wait_done(fleet: &Fleet, agents: usize, n: usize, limit: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if succeeded(fleet, agents).await? >= n as u64 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} jobs succeeded within {limit:?}", succeeded(fleet, agents).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Submit `n` jobs from `submitters` concurrent tasks sharing one multiplexed connection.
+async fn submit_many(fleet: &Fleet, renderer: &str, n: usize, submitters: usize, tag: &str) -> anyhow::Result<()> {
+    let profiles = fleet.profiles().await?;
+    let mut tasks = Vec::new();
+    for s in 0..submitters {
+        let fleet = fleet.clone();
+        let profiles = profiles.clone();
+        let renderer = renderer.to_owned();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut i = s;
+            while i < n {
+                let spec = JobSpec { world: format!("{tag}{i}"), renderer: renderer.clone(), ..Default::default() };
+                fleet.submit(&spec, &profiles).await?;
+                i += submitters;
+            }
+            Ok::<_, renderfleet_shared::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn rss_kib(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    println!("renderfleet-bench: agent binary {}", bin("renderfleet-agent").display());
+    let redis = TestRedis::start_with(None, &["--appendonly", "yes", "--appendfsync", "everysec"])?;
+    let set = redis_benchmark_set(redis.port)?;
+    println!("redis-benchmark SET (50 clients, no pipelining): {set:.0} ops/s");
+    let n_worlds = a.spawn_jobs.max(1);
+    let worlds: Vec<String> = (0..n_worlds).map(|i| format!("s{i}")).collect();
+    let site = Site::new(&worlds.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+    // 1. Queue path, end to end: agents idle and ready, then submit everything concurrently.
+    let ns = "bench-queue";
+    let fleet = Fleet::connect(&redis.url(), ns).await?;
+    fleet.ensure_groups().await?;
+    let agents = start_agents(&redis, ns, &site, a.agents, a.capacity).await?;
+    let t0 = Instant::now();
+    submit_many(&fleet, "noop", a.jobs, a.submitters, "q").await?;
+    let t_submit = t0.elapsed();
+    let t_done = wait_done(&fleet, a.agents, a.jobs, Duration::from_secs(600)).await? - t0;
+    drop(agents);
+    let e2e = a.jobs as f64 / t_done.as_secs_f64();
+    println!(
+        "queue path (noop, {} agents x {}): {} jobs submitted in {:.2}s ({:.0}/s), all succeeded after {:.2}s: {e2e:.0} jobs/s = {:.3} x SET",
+        a.agents, a.capacity, a.jobs, t_submit.as_secs_f64(), a.jobs as f64 / t_submit.as_secs_f64(), t_done.as_secs_f64(), e2e / set
+    );
+
+    // 2. Queue path, drain only: the backlog is queued first, then the agents start.
+    let ns = "bench-drain";
+    let fleet = Fleet::connect(&redis.url(), ns).await?;
+    fleet.ensure_groups().await?;
+    submit_many(&fleet, "noop", a.jobs, a.submitters, "d").await?;
+    let t0 = Instant::now();
+    let agents = start_agents(&redis, ns, &site, a.agents, a.capacity).await?;
+    let t_done = wait_done(&fleet, a.agents, a.jobs, Duration::from_secs(600)).await? - t0;
+    drop(agents);
+    let drain = a.jobs as f64 / t_done.as_secs_f64();
+    println!("queue path, pre-queued backlog: {} jobs in {:.2}s (agent start included): {drain:.0} jobs/s = {:.3} x SET", a.jobs, t_done.as_secs_f64(), drain / set);
+
+    // 3. Spawn path: a profile running /bin/true.
+    let ns = "bench-spawn";
+    let fleet = Fleet::connect(&redis.url(), ns).await?;
+    fleet.ensure_groups().await?;
+    let agents = start_agents(&redis, ns, &site, a.agents, a.capacity).await?;
+    let t0 = Instant::now();
+    submit_many(&fleet, "true", a.spawn_jobs, a.submitters, "s").await?;
+    let t_done = wait_done(&fleet, a.agents, a.spawn_jobs, Duration::from_secs(600)).await? - t0;
+    drop(agents);
+    let spawn = a.spawn_jobs as f64 / t_done.as_secs_f64();
+    println!("spawn path (/bin/true): {} jobs in {:.2}s: {spawn:.0} jobs/s = {:.4} x SET", a.spawn_jobs, t_done.as_secs_f64(), spawn / set);
+
+    // 4. Dispatch latency: idle agents blocked on the streams; one job at a time.
+    let ns = "bench-latency";
+    let fleet = Fleet::connect(&redis.url(), ns).await?;
+    fleet.ensure_groups().await?;
+    let agents = start_agents(&redis, ns, &site, a.agents, a.capacity).await?;
+    let profiles = fleet.profiles().await?;
+    let mut lat = Vec::with_capacity(a.latency_samples);
+    let mut conn = fleet.conn();
+    for i in 0..a.latency_samples {
+        let spec = JobSpec { world: format!("l{i}"), renderer: "noop".into(), ..Default::default() };
+        let id = fleet.submit(&spec, &profiles).await?.id;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (state, created, started): (Option<String>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                .arg(fleet.keys().job(&id))
+                .arg("state")
+                .arg("created_us")
+                .arg("started_us")
+                .query_async(&mut conn)
+                .await?;
+            if state.as_deref() == Some("succeeded") {
+                let (c, s) = (created.context("created_us")?, started.context("started_us")?);
+                lat.push(s.saturating_sub(c) as f64 / 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("latency job {id} did not finish");
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        // Let the agents go back to their blocking read.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    drop(agents);
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let (p50, p99, max) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(f64::NAN));
+    println!("dispatch latency submit->running ({} samples, idle agents): p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms", lat.len());
+
+    // 5. Agent idle RSS.
+    let ns = "bench-rss";
+    let agents = start_agents(&redis, ns, &site, 1, 2).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = rss_kib(agents[0].pid())?;
+    println!("agent idle RSS: {:.1} MiB", rss as f64 / 1024.0);
+    drop(agents);
+
+    println!();
+    println!("| figure | value | ratio / target |");
+    println!("|---|---|---|");
+    println!("| redis-benchmark SET, 50 clients, -P 1 | {set:.0} ops/s | 1.00 (baseline) |");
+    println!("| queue path end to end ({} noop jobs, {}x{}) | {e2e:.0} jobs/s | {:.3} x SET (target >= 0.30; BullMQ 0.21) |", a.jobs, a.agents, a.capacity, e2e / set);
+    println!("| queue path, pre-queued backlog | {drain:.0} jobs/s | {:.3} x SET |", drain / set);
+    println!("| spawn path (/bin/true) | {spawn:.0} jobs/s | {:.4} x SET |", spawn / set);
+    println!("| dispatch latency p50 / p99 / max | {p50:.3} / {p99:.3} / {max:.3} ms | p99 target < 2 ms (BullMQ p50 1.3, p99 3.2) |");
+    println!("| agent idle RSS | {:.1} MiB | target < 15 MiB |", rss as f64 / 1024.0);
+    Ok(())
+}
