@@ -228,6 +228,8 @@ pub struct AgentOpts {
     pub capacity: u32,
     pub drain_timeout: &'static str,
     pub extra: Vec<String>,
+    /// `RUST_LOG` of the agent process.
+    pub log: &'static str,
 }
 
 impl AgentOpts {
@@ -237,6 +239,7 @@ impl AgentOpts {
             capacity: 2,
             drain_timeout: "30s",
             extra: Vec::new(),
+            log: "info",
         }
     }
     pub fn capacity(mut self, c: u32) -> Self {
@@ -288,7 +291,7 @@ impl Agent {
             .args(&o.extra)
             .env("REDIS_URL", url)
             .env("RENDERFLEET_NAMESPACE", ns)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", o.log)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)

@@ -9,12 +9,12 @@ if not j[1] then return 'missing' end
 if j[1] == 'queued' then
   drop_entry(j[2])
   if j[3] and j[3] ~= '' then redis.call('LREM', waiting_key(j[4], j[5]), 0, id) end
-  finalize(id, 'cancelled')
+  finalize(id, 'cancelled', nil, nil)
   return 'cancelled'
 end
 if j[1] == 'failed' then
   redis.call('ZREM', P .. 'delayed', id)
-  finalize(id, 'cancelled')
+  finalize(id, 'cancelled', nil, nil)
   return 'cancelled'
 end
 if j[1] == 'running' then

@@ -27,6 +27,7 @@ for _, prio in ipairs(PRIORITIES) do
   if #out - 1 >= free then break end
 end
 
+count_taken(worker, #out - 1)
 local nxt = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = nxt[2] end
 return out

@@ -8,7 +8,7 @@
 local id, attempt, worker, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'state', 'attempt', 'worker', 'entry', 'world', 'renderer', 'priority',
-  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping')
+  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping', 'retention_ms')
 if not j[1] then return 'missing' end
 if j[2] ~= attempt or j[3] ~= worker then return 'stale:' .. j[1] end
 local cancelled = j[1] == 'cancelled' and j[11] == '1'
@@ -18,26 +18,25 @@ drop_entry(j[4])
 release_lock(id, j[5], j[6])
 redis.call('HINCRBY', stats_key(worker), 'jobs_' .. outcome, 1)
 if cancelled then
-  finalize(id, 'cancelled')
+  finalize(id, 'cancelled', j[12], { 'exit_code', ARGV[6], 'error', 'cancelled' })
   return 'cancelled'
 end
-redis.call('HSET', k, 'exit_code', ARGV[6], 'error', ARGV[7], 'entry', '')
 if outcome == 'succeeded' then
-  redis.call('HSET', k, 'progress', 100)
-  finalize(id, 'succeeded')
+  finalize(id, 'succeeded', j[12], { 'exit_code', ARGV[6], 'error', '', 'progress', 100 })
   return 'succeeded'
 end
 if outcome == 'handback' then
-  redis.call('HINCRBY', k, 'free_attempts', 1)
+  redis.call('HSET', k, 'exit_code', ARGV[6], 'error', ARGV[7], 'free_attempts', (tonumber(j[9]) or 0) + 1)
   enqueue(id, j[7])
   return 'queued'
 end
 local charged = tonumber(attempt) - (tonumber(j[9]) or 0)
 local max = tonumber(j[8]) or 3
 if outcome == 'fatal' or charged >= max then
-  finalize(id, 'dead')
+  finalize(id, 'dead', j[12], { 'exit_code', ARGV[6], 'error', ARGV[7] })
   return 'dead'
 end
+redis.call('HSET', k, 'exit_code', ARGV[6], 'error', ARGV[7])
 if outcome == 'lost' then
   enqueue(id, j[7])
   return 'queued'
@@ -45,6 +44,6 @@ end
 local delay = (tonumber(j[10]) or 10000) * (2 ^ (charged - 1))
 if delay > MAX_BACKOFF_MS then delay = MAX_BACKOFF_MS end
 delay = math.floor(delay)
-redis.call('HSET', k, 'state', 'failed', 'next_attempt_at', NOW + delay, 'updated_at', NOW)
+redis.call('HSET', k, 'state', 'failed', 'next_attempt_at', NOW + delay, 'updated_at', NOW, 'entry', '')
 redis.call('ZADD', P .. 'delayed', NOW + delay, id)
 return 'failed'

@@ -72,8 +72,10 @@ local function release_lock(id, world, renderer)
   end
 end
 
--- Forget index entries of job records whose retention has run out (bounded work per call).
+-- Forget index entries of job records whose retention has run out. Bounded work, and only on
+-- about one call in eight (the time's low bits), which still outpaces expiry by far.
 local function cleanup_expired()
+  if NOW % 8 ~= 0 then return end
   local ids = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW, 'LIMIT', 0, 64)
   for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'jobs', id)
@@ -82,12 +84,17 @@ local function cleanup_expired()
   end
 end
 
--- Put job `id` into a final state; its record and log expire after the job's retention.
-local function finalize(id, state)
+-- Put job `id` into a final state, with extra field/value pairs; its record and log expire after
+-- the job's retention (`retention_ms`, passed in by callers that already read it).
+local function finalize(id, state, retention_ms, extra)
   local k = job_key(id)
-  local ret = tonumber(redis.call('HGET', k, 'retention_ms')) or 604800000
-  redis.call('HSET', k, 'state', state, 'finished_at', NOW, 'updated_at', NOW, 'entry', '',
-    'stopping', '', 'waiting_on', '')
+  local ret = tonumber(retention_ms) or tonumber(redis.call('HGET', k, 'retention_ms')) or 604800000
+  local fields = { 'state', state, 'finished_at', NOW, 'updated_at', NOW, 'entry', '', 'stopping', '',
+    'waiting_on', '' }
+  if extra then
+    for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  end
+  redis.call('HSET', k, unpack(fields))
   if state == 'dead' then redis.call('ZADD', P .. 'dead', NOW, id) end
   redis.call('PEXPIRE', k, ret)
   redis.call('PEXPIRE', k .. ':log', ret)
@@ -106,7 +113,7 @@ local function start(worker, prio, eid, id)
   end
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'state', 'entry', 'world', 'renderer', 'attempt', 'params',
-    'timeout_ms', 'priority')
+    'timeout_ms', 'priority', 'created_at')
   if j[1] ~= 'queued' or j[2] ~= entry or not j[3] or not j[4] then
     drop_entry(entry)
     return nil
@@ -122,13 +129,15 @@ local function start(worker, prio, eid, id)
   redis.call('SET', lk, id)
   local attempt = (tonumber(j[5]) or 0) + 1
   redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
-    'started_us', NOW_US,
-    'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '', 'waiting_on', '', 'error', '',
-    'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '', 'host', '')
-  redis.call('RPUSH', k .. ':log', '[renderfleet] attempt ' .. attempt .. ' on worker ' .. worker)
-  redis.call('LTRIM', k .. ':log', -LOG_LINES, -1)
-  redis.call('HINCRBY', stats_key(worker), 'jobs_taken', 1)
+    'started_us', NOW_US, 'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '',
+    'waiting_on', '', 'error', '', 'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '',
+    'host', '')
   return cjson.encode({ id = id, attempt = attempt, world = j[3], renderer = j[4],
     params = j[6] or '{}', timeout_ms = j[7] or '', priority = j[8] or 'normal',
-    created_at = tonumber(redis.call('HGET', k, 'created_at')) or 0, started_at = NOW })
+    created_at = tonumber(j[9]) or 0, started_at = NOW })
+end
+
+-- Count `n` jobs taken by `worker` (once per script call, not per job).
+local function count_taken(worker, n)
+  if n > 0 then redis.call('HINCRBY', stats_key(worker), 'jobs_taken', n) end
 end

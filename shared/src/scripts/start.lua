@@ -8,4 +8,5 @@ for i = 3, #ARGV, 3 do
   local c = start(worker, ARGV[i], ARGV[i + 1], id)
   if c then out[#out + 1] = c end
 end
+count_taken(worker, #out)
 return out

@@ -40,12 +40,29 @@ struct Args {
 
 fn redis_benchmark_set(port: u16) -> anyhow::Result<f64> {
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "-n", "200000", "-t", "set", "-c", "50", "-P", "1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "-n",
+            "200000",
+            "-t",
+            "set",
+            "-c",
+            "50",
+            "-P",
+            "1",
+        ])
         .output()
         .context("running redis-benchmark (apt-get install redis-tools)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "SET: 95238.10 requests per second, p50=0.271 msec" (after \r-separated progress updates)
-    let line = text.rsplit('\r').find(|l| l.contains("SET:")).unwrap_or(&text);
+    let line = text
+        .rsplit('\r')
+        .find(|l| l.contains("SET:"))
+        .unwrap_or(&text);
     let rps = line
         .split_whitespace()
         .nth(1)
@@ -54,10 +71,27 @@ fn redis_benchmark_set(port: u16) -> anyhow::Result<f64> {
     Ok(rps)
 }
 
-async fn start_agents(redis: &TestRedis, ns: &str, site: &Site, n: usize, capacity: u32) -> anyhow::Result<Vec<Agent>> {
+async fn start_agents(
+    redis: &TestRedis,
+    ns: &str,
+    site: &Site,
+    n: usize,
+    capacity: u32,
+) -> anyhow::Result<Vec<Agent>> {
     let mut agents = Vec::new();
     for i in 0..n {
-        let opts = AgentOpts { worker_id: format!("bench-{i}"), capacity, drain_timeout: "5s", extra: Vec::new() };
+        let log = if std::env::var_os("BENCH_AGENT_LOG_INFO").is_some() {
+            "info"
+        } else {
+            "warn"
+        };
+        let opts = AgentOpts {
+            worker_id: format!("bench-{i}"),
+            capacity,
+            drain_timeout: "5s",
+            extra: Vec::new(),
+            log,
+        };
         agents.push(Agent::start_ready(&redis.url(), ns, site, opts).await?);
     }
     Ok(agents)
@@ -66,26 +100,45 @@ async fn start_agents(redis: &TestRedis, ns: &str, site: &Site, n: usize, capaci
 async fn succeeded(fleet: &Fleet, agents: usize) -> anyhow::Result<u64> {
     let mut total = 0;
     for i in 0..agents {
-        total += fleet.worker_stats(&format!("bench-{i}")).await?.get("jobs_succeeded").copied().unwrap_or(0);
+        total += fleet
+            .worker_stats(&format!("bench-{i}"))
+            .await?
+            .get("jobs_succeeded")
+            .copied()
+            .unwrap_or(0);
     }
     Ok(total)
 }
 
-async fn wait_done(fleet: &Fleet, agents: usize, n: usize, limit: Duration) -> anyhow::Result<Instant> {
+async fn wait_done(
+    fleet: &Fleet,
+    agents: usize,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + limit;
     loop {
         if succeeded(fleet, agents).await? >= n as u64 {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
-            bail!("only {} of {n} jobs succeeded within {limit:?}", succeeded(fleet, agents).await?);
+            bail!(
+                "only {} of {n} jobs succeeded within {limit:?}",
+                succeeded(fleet, agents).await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// Submit `n` jobs from `submitters` concurrent tasks sharing one multiplexed connection.
-async fn submit_many(fleet: &Fleet, renderer: &str, n: usize, submitters: usize, tag: &str) -> anyhow::Result<()> {
+async fn submit_many(
+    fleet: &Fleet,
+    renderer: &str,
+    n: usize,
+    submitters: usize,
+    tag: &str,
+) -> anyhow::Result<()> {
     let profiles = fleet.profiles().await?;
     let mut tasks = Vec::new();
     for s in 0..submitters {
@@ -96,7 +149,11 @@ async fn submit_many(fleet: &Fleet, renderer: &str, n: usize, submitters: usize,
         tasks.push(tokio::spawn(async move {
             let mut i = s;
             while i < n {
-                let spec = JobSpec { world: format!("{tag}{i}"), renderer: renderer.clone(), ..Default::default() };
+                let spec = JobSpec {
+                    world: format!("{tag}{i}"),
+                    renderer: renderer.clone(),
+                    ..Default::default()
+                };
                 fleet.submit(&spec, &profiles).await?;
                 i += submitters;
             }
@@ -129,7 +186,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    println!("renderfleet-bench: agent binary {}", bin("renderfleet-agent").display());
+    println!(
+        "renderfleet-bench: agent binary {}",
+        bin("renderfleet-agent").display()
+    );
     let redis = TestRedis::start_with(None, &["--appendonly", "yes", "--appendfsync", "everysec"])?;
     let set = redis_benchmark_set(redis.port)?;
     println!("redis-benchmark SET (50 clients, no pipelining): {set:.0} ops/s");
@@ -147,6 +207,15 @@ async fn main() -> anyhow::Result<()> {
     let t_submit = t0.elapsed();
     let t_done = wait_done(&fleet, a.agents, a.jobs, Duration::from_secs(600)).await? - t0;
     drop(agents);
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut fleet.conn())
+        .await?;
+    let cpu: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut fleet.conn())
+        .await?;
+    eprintln!("{stats}\n{cpu}");
     let e2e = a.jobs as f64 / t_done.as_secs_f64();
     println!(
         "queue path (noop, {} agents x {}): {} jobs submitted in {:.2}s ({:.0}/s), all succeeded after {:.2}s: {e2e:.0} jobs/s = {:.3} x SET",
@@ -175,7 +244,12 @@ async fn main() -> anyhow::Result<()> {
     let t_done = wait_done(&fleet, a.agents, a.spawn_jobs, Duration::from_secs(600)).await? - t0;
     drop(agents);
     let spawn = a.spawn_jobs as f64 / t_done.as_secs_f64();
-    println!("spawn path (/bin/true): {} jobs in {:.2}s: {spawn:.0} jobs/s = {:.4} x SET", a.spawn_jobs, t_done.as_secs_f64(), spawn / set);
+    println!(
+        "spawn path (/bin/true): {} jobs in {:.2}s: {spawn:.0} jobs/s = {:.4} x SET",
+        a.spawn_jobs,
+        t_done.as_secs_f64(),
+        spawn / set
+    );
 
     // 4. Dispatch latency: idle agents blocked on the streams; one job at a time.
     let ns = "bench-latency";
@@ -186,19 +260,27 @@ async fn main() -> anyhow::Result<()> {
     let mut lat = Vec::with_capacity(a.latency_samples);
     let mut conn = fleet.conn();
     for i in 0..a.latency_samples {
-        let spec = JobSpec { world: format!("l{i}"), renderer: "noop".into(), ..Default::default() };
+        let spec = JobSpec {
+            world: format!("l{i}"),
+            renderer: "noop".into(),
+            ..Default::default()
+        };
         let id = fleet.submit(&spec, &profiles).await?.id;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (state, created, started): (Option<String>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
-                .arg(fleet.keys().job(&id))
-                .arg("state")
-                .arg("created_us")
-                .arg("started_us")
-                .query_async(&mut conn)
-                .await?;
+            let (state, created, started): (Option<String>, Option<u64>, Option<u64>) =
+                redis::cmd("HMGET")
+                    .arg(fleet.keys().job(&id))
+                    .arg("state")
+                    .arg("created_us")
+                    .arg("started_us")
+                    .query_async(&mut conn)
+                    .await?;
             if state.as_deref() == Some("succeeded") {
-                let (c, s) = (created.context("created_us")?, started.context("started_us")?);
+                let (c, s) = (
+                    created.context("created_us")?,
+                    started.context("started_us")?,
+                );
                 lat.push(s.saturating_sub(c) as f64 / 1000.0);
                 break;
             }
@@ -212,7 +294,11 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(agents);
     lat.sort_by(|x, y| x.total_cmp(y));
-    let (p50, p99, max) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(f64::NAN));
+    let (p50, p99, max) = (
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
+        lat.last().copied().unwrap_or(f64::NAN),
+    );
     println!("dispatch latency submit->running ({} samples, idle agents): p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms", lat.len());
 
     // 5. Agent idle RSS.
@@ -228,9 +314,18 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
     println!("| redis-benchmark SET, 50 clients, -P 1 | {set:.0} ops/s | 1.00 (baseline) |");
     println!("| queue path end to end ({} noop jobs, {}x{}) | {e2e:.0} jobs/s | {:.3} x SET (target >= 0.30; BullMQ 0.21) |", a.jobs, a.agents, a.capacity, e2e / set);
-    println!("| queue path, pre-queued backlog | {drain:.0} jobs/s | {:.3} x SET |", drain / set);
-    println!("| spawn path (/bin/true) | {spawn:.0} jobs/s | {:.4} x SET |", spawn / set);
+    println!(
+        "| queue path, pre-queued backlog | {drain:.0} jobs/s | {:.3} x SET |",
+        drain / set
+    );
+    println!(
+        "| spawn path (/bin/true) | {spawn:.0} jobs/s | {:.4} x SET |",
+        spawn / set
+    );
     println!("| dispatch latency p50 / p99 / max | {p50:.3} / {p99:.3} / {max:.3} ms | p99 target < 2 ms (BullMQ p50 1.3, p99 3.2) |");
-    println!("| agent idle RSS | {:.1} MiB | target < 15 MiB |", rss as f64 / 1024.0);
+    println!(
+        "| agent idle RSS | {:.1} MiB | target < 15 MiB |",
+        rss as f64 / 1024.0
+    );
     Ok(())
 }
