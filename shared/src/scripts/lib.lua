@@ -128,10 +128,16 @@ local function start(worker, prio, eid, id)
   end
   redis.call('SET', lk, id)
   local attempt = (tonumber(j[5]) or 0) + 1
-  redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
-    'started_us', NOW_US, 'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '',
-    'waiting_on', '', 'error', '', 'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '',
-    'host', '')
+  if attempt == 1 then
+    redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
+      'started_us', NOW_US, 'updated_at', NOW)
+  else
+    -- A later attempt starts from a clean slate: nothing of the last one shows as current.
+    redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
+      'started_us', NOW_US, 'updated_at', NOW, 'finished_at', '', 'progress', 0, 'phase', '',
+      'waiting_on', '', 'error', '', 'exit_code', '', 'next_attempt_at', '', 'pid', '', 'pstart', '',
+      'host', '')
+  end
   return cjson.encode({ id = id, attempt = attempt, world = j[3], renderer = j[4],
     params = j[6] or '{}', timeout_ms = j[7] or '', priority = j[8] or 'normal',
     created_at = tonumber(j[9]) or 0, started_at = NOW })
