@@ -48,6 +48,8 @@ pub struct Agent {
     pub(crate) cfg: AgentConfig,
     pub(crate) profiles: Profiles,
     pub(crate) host: String,
+    /// Profiles whose program exists here (reported in the heartbeat).
+    available: Vec<String>,
     started_at_ms: u64,
     state: Mutex<State>,
     slot_freed: Notify,
@@ -56,11 +58,13 @@ pub struct Agent {
 /// Run an agent until `shutdown` fires, then drain and return.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let profiles = Profiles::load(cfg.renderers.as_deref())?;
+    let mut available = Vec::new();
     for p in profiles.iter() {
-        if let Runner::Command(argv) = &p.runner {
-            if !program_available(&argv[0]) {
+        match &p.runner {
+            Runner::Command(argv) if !program_available(&argv[0]) => {
                 warn!(renderer = %p.name, program = %argv[0], "renderer program not found on this worker; its jobs will fail here");
             }
+            _ => available.push(p.name.clone()),
         }
     }
     let Some(fleet) = connect_with_retry(&cfg, &shutdown).await else {
@@ -72,6 +76,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let agent = Arc::new(Agent {
         fleet,
         host: hostname(),
+        available,
         started_at_ms: now_ms(),
         state: Mutex::new(State {
             running: HashMap::new(),
@@ -335,6 +340,7 @@ impl Agent {
             pid: std::process::id(),
             started_at_ms: self.started_at_ms,
             jobs: st.running.keys().cloned().collect(),
+            renderers: self.available.clone(),
             max_running: st.max_running,
         }
     }

@@ -63,6 +63,8 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Jobs running now, as `id` strings.
     pub jobs: Vec<String>,
+    /// Renderer profiles whose program this worker can run.
+    pub renderers: Vec<String>,
     pub last_heartbeat: String,
     pub last_heartbeat_ms: u64,
     pub started_at: Option<String>,
@@ -115,6 +117,15 @@ impl WorkerInfo {
                         .collect()
                 })
                 .unwrap_or_default(),
+            renderers: h
+                .get("renderers")
+                .map(|j| {
+                    j.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             last_heartbeat: rfc3339(last),
             last_heartbeat_ms: last,
             started_at: n("started_at").map(rfc3339),
@@ -142,6 +153,8 @@ pub struct Heartbeat {
     pub pid: u32,
     pub started_at_ms: u64,
     pub jobs: Vec<String>,
+    /// Renderer profiles whose program is available on this worker.
+    pub renderers: Vec<String>,
     /// Highest number of jobs this agent has run at once (kept as the worker's peak).
     pub max_running: u32,
 }
@@ -168,6 +181,7 @@ impl Heartbeat {
             ("pid", self.pid.to_string()),
             ("started_at", self.started_at_ms.to_string()),
             ("jobs", self.jobs.join(",")),
+            ("renderers", self.renderers.join(",")),
         ]
     }
 }

@@ -50,6 +50,18 @@ async fn health_follows_the_heartbeat() {
     }
     assert_eq!(w["capacity"], 3);
     assert_eq!(w["status"], "healthy");
+    // `fake` and `replay` run here; the built-in `overviewer` profile's program does not exist.
+    let renderers: Vec<&str> = w["renderers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        renderers.contains(&"fake") && renderers.contains(&"noop"),
+        "{renderers:?}"
+    );
+    assert!(!renderers.contains(&"overviewer"), "{renderers:?}");
     assert!(w["memory_limit"].as_u64().unwrap() >= w["memory_used"].as_u64().unwrap());
 
     agent.kill9();
