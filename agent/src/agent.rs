@@ -53,6 +53,8 @@ pub struct Agent {
     started_at_ms: u64,
     state: Mutex<State>,
     slot_freed: Notify,
+    /// Set when the coordinator asked this worker to drain (through Redis).
+    drain_requested: std::sync::atomic::AtomicBool,
 }
 
 /// Run an agent until `shutdown` fires, then drain and return.
@@ -86,6 +88,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             draining: false,
         }),
         slot_freed: Notify::new(),
+        drain_requested: std::sync::atomic::AtomicBool::new(false),
         profiles,
         cfg,
     });
@@ -133,7 +136,7 @@ impl Agent {
         self.beat().await;
 
         let bg = CancellationToken::new();
-        let hb = tokio::spawn(self.clone().heartbeat_loop(bg.clone()));
+        let hb = tokio::spawn(self.clone().heartbeat_loop(bg.clone(), shutdown.clone()));
         let checker = tokio::spawn(self.clone().check_loop(bg.clone()));
         let jobs = TaskTracker::new();
 
@@ -148,10 +151,11 @@ impl Agent {
         }
         self.beat().await;
         jobs.close();
-        if tokio::time::timeout(self.cfg.drain_timeout, jobs.wait())
-            .await
-            .is_err()
-        {
+        // A drain the coordinator asked for (scale-in) never interrupts a render: it waits for the
+        // running jobs however long they take. A signal's drain is bounded by --drain-timeout.
+        let requested = self.drain_requested.load(std::sync::atomic::Ordering::SeqCst);
+        let limit = if requested { Duration::MAX } else { self.cfg.drain_timeout };
+        if tokio::time::timeout(limit, jobs.wait()).await.is_err() {
             {
                 let st = self.state();
                 info!(
@@ -353,7 +357,7 @@ impl Agent {
         }
     }
 
-    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken, shutdown: CancellationToken) {
         let mut meter = Meter::new();
         let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +368,14 @@ impl Agent {
                 _ = tick.tick() => {}
             }
             let hb = self.heartbeat_of(Some(&mut meter));
-            match self.fleet.heartbeat(&hb, self.cfg.worker_ttl).await {
+            let result = self.fleet.heartbeat(&hb, self.cfg.worker_ttl).await;
+            if let Ok((_, Some(reason))) = &result {
+                if !self.drain_requested.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    info!(reason = %reason, "drain requested through Redis; finishing running jobs, then exiting");
+                    shutdown.cancel();
+                }
+            }
+            match result {
                 Ok(_) if failing => {
                     info!("heartbeats reach Redis again");
                     failing = false;

@@ -9,7 +9,7 @@ pub mod executor;
 pub mod health;
 pub mod memory;
 pub mod process;
-pub mod signal;
+
 
 pub use agent::run;
 pub use config::AgentConfig;

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                if let Err(e) = renderfleet_agent::signal::install(shutdown.clone()) {
+                if let Err(e) = renderfleet_shared::signal::install(shutdown.clone()) {
                     eprintln!("renderfleet-agent: cannot install signal handlers: {e}");
                     return ExitCode::FAILURE;
                 }

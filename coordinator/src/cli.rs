@@ -14,7 +14,8 @@ use renderfleet_shared::renderer::Profiles;
 use renderfleet_shared::time::parse_duration;
 use renderfleet_shared::{Error, Fleet};
 
-use crate::output;
+use crate::ops::{self, ManualCommand};
+use crate::{config, output, schedule};
 
 /// renderfleet admin CLI: submit and inspect render jobs, look at workers.
 #[derive(Parser, Debug)]
@@ -51,8 +52,10 @@ pub enum Command {
     Cancel { id: String },
     /// Requeue a dead, cancelled or retry-waiting job now, with a fresh attempt budget
     Retry { id: String },
-    /// List workers with a live heartbeat
+    /// List workers with a live heartbeat, or add/remove workers through the leader
     Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
         #[arg(long)]
         json: bool,
     },
@@ -62,6 +65,115 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fleet summary: workers, utilization, backlog, policy, leader, last decision
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the leader to scale (within min/max bounds)
+    Scale {
+        #[command(subcommand)]
+        direction: ScaleDirection,
+    },
+    /// What the policy would do now, and why (changes nothing)
+    Evaluate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read or change the scaling policy (stored in Redis, applied at the next tick)
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Exit 0 when a coordinator leads and at least min_workers workers are healthy, else 1
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Coordinator decisions and actions, oldest first
+    Events {
+        /// Keep printing new events
+        #[arg(long)]
+        follow: bool,
+        /// How many past events to show
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scheduled renders
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkersAction {
+    /// Start workers (through the leader's backend)
+    Add {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Drain one worker and remove it once its jobs are done
+    Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScaleDirection {
+    Up {
+        #[arg(long, default_value_t = 1)]
+        by: u32,
+    },
+    Down {
+        #[arg(long, default_value_t = 1)]
+        by: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the policy (or one key)
+    Get {
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set keys: `renderfleet config set min_workers=2 scale_up_cooldown=2m`
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleAction {
+    /// Render a world every interval (never stacking: a slot is skipped while the last render is live)
+    Add {
+        #[arg(long)]
+        world: String,
+        #[arg(long)]
+        renderer: String,
+        #[arg(long, value_parser = parse_duration)]
+        every: Duration,
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        priority: Option<String>,
+        /// Schedule name [default: <world>-<renderer>]
+        #[arg(long)]
+        name: Option<String>,
+        /// Fire the first render at the next tick instead of one interval from now
+        #[arg(long)]
+        now: bool,
+    },
+    /// List schedules
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule
+    Remove { name: String },
 }
 
 /// Options of `renderfleet submit`.
@@ -226,7 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             fleet.retry(&id).await?;
             println!("queued {id} again");
         }
-        Command::Workers { json } => {
+        Command::Workers { action: None, json } => {
             let ws = fleet.workers().await?;
             if json {
                 print_json(&ws)?;
@@ -234,17 +346,135 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", output::workers_table(&ws));
             }
         }
+        Command::Workers { action: Some(WorkersAction::Add { count }), .. } => {
+            ops::push_command(&fleet, &ManualCommand::ScaleUp { by: count }).await?;
+            println!("asked the leader to add {count} worker(s)");
+        }
+        Command::Workers { action: Some(WorkersAction::Remove { id }), .. } => {
+            ops::push_command(&fleet, &ManualCommand::Remove { worker: id.clone() }).await?;
+            println!("asked the leader to drain and remove {id}");
+        }
         Command::Worker { id, json } => {
-            let w = fleet
-                .worker(&id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no worker '{id}' with a live heartbeat"))?;
+            let w = fleet.worker(&id).await?.ok_or_else(|| anyhow::anyhow!("no worker '{id}' with a live heartbeat"))?;
             if json {
                 print_json(&w)?;
             } else {
                 print!("{}", output::worker_detail(&w));
             }
         }
+        Command::Status { json } => {
+            let st = ops::status(&fleet).await?;
+            if json {
+                print_json(&st)?;
+            } else {
+                print!("{}", output::status(&st));
+            }
+        }
+        Command::Scale { direction } => {
+            let (cmd, what) = match direction {
+                ScaleDirection::Up { by } => (ManualCommand::ScaleUp { by }, format!("scale up by {by}")),
+                ScaleDirection::Down { by } => (ManualCommand::ScaleDown { by }, format!("scale down by {by}")),
+            };
+            ops::push_command(&fleet, &cmd).await?;
+            match ops::leader(&fleet).await? {
+                Some(l) => println!("asked the leader ({}) to {what}; see `renderfleet events`", l.id),
+                None => println!("queued: {what}; no coordinator leads right now, it applies when one does"),
+            }
+        }
+        Command::Evaluate { json } => {
+            let ev = ops::evaluate(&fleet).await?;
+            if json {
+                print_json(&ev)?;
+            } else {
+                print!("{}", output::evaluation(&ev));
+            }
+        }
+        Command::Config { action: ConfigAction::Get { key, json } } => {
+            let cfg = config::load(&fleet).await?;
+            let map = cfg.to_map();
+            match key {
+                Some(k) => {
+                    let v = map.get(&k).ok_or_else(|| anyhow::anyhow!("unknown key '{k}'"))?;
+                    println!("{v}");
+                }
+                None if json => print_json(&map)?,
+                None => {
+                    for (k, v) in map {
+                        println!("{k}={v}");
+                    }
+                }
+            }
+        }
+        Command::Config { action: ConfigAction::Set { pairs } } => {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("'{p}' is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            config::set(&fleet, &pairs).await?;
+            for (k, v) in &pairs {
+                println!("{k}={v}");
+            }
+        }
+        Command::Health { json } => {
+            let st = ops::status(&fleet).await?;
+            let healthy = st.workers.get("healthy").copied().unwrap_or(0);
+            let ok = st.leader.is_some() && healthy >= st.policy.min_workers;
+            if json {
+                print_json(&serde_json::json!({"ok": ok, "leader": st.leader, "healthy_workers": healthy, "min_workers": st.policy.min_workers}))?;
+            } else {
+                let leader = st.leader.as_ref().map(|l| l.id.clone()).unwrap_or_else(|| "none".into());
+                println!("{}: leader {leader}, {healthy} healthy worker(s), min_workers {}", if ok { "ok" } else { "unhealthy" }, st.policy.min_workers);
+            }
+            if !ok {
+                bail!("fleet is unhealthy");
+            }
+        }
+        Command::Events { follow, count, json } => {
+            let mut last = "$".to_owned();
+            for e in ops::events(&fleet, count).await? {
+                output::event(&e, json)?;
+                last = e.id.clone();
+            }
+            if follow {
+                let mut conn = fleet.blocking_connection(Duration::from_secs(5)).await?;
+                loop {
+                    for e in ops::events_after(&fleet, &mut conn, &last, 5000).await? {
+                        output::event(&e, json)?;
+                        last = e.id.clone();
+                    }
+                }
+            }
+        }
+        Command::Schedule { action } => match action {
+            ScheduleAction::Add { world, renderer, every, params, priority, name, now } => {
+                let mut spec = JobSpec { world, renderer, ..Default::default() };
+                for kv in &params {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE")))?;
+                    spec.params.insert(k.to_owned(), v.to_owned());
+                }
+                if let Some(p) = priority {
+                    spec.priority = p.parse::<Priority>()?;
+                }
+                let s = schedule::add(&fleet, &spec, name, every, now).await?;
+                println!("{}", s.name);
+            }
+            ScheduleAction::List { json } => {
+                let all = schedule::list(&fleet).await?;
+                if json {
+                    print_json(&all)?;
+                } else {
+                    print!("{}", output::schedules(&all));
+                }
+            }
+            ScheduleAction::Remove { name } => {
+                schedule::remove(&fleet, &name).await?;
+                println!("removed {name}");
+            }
+        },
     }
     Ok(())
 }

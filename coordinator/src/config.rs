@@ -183,9 +183,8 @@ impl PolicyConfig {
     }
 }
 
-/// Key of the policy config hash.
-pub fn key(fleet: &Fleet) -> String {
-    format!("{}config", fleet.keys().prefix())
+fn key(fleet: &Fleet) -> String {
+    fleet.keys().config()
 }
 
 /// Read the config; problems in the stored hash are logged, never fatal.

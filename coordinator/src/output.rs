@@ -3,6 +3,9 @@
 use std::fmt::Write as _;
 
 use renderfleet_shared::job::JobRecord;
+
+use crate::ops::{Evaluation, Event, Status};
+use crate::schedule::Schedule;
 use renderfleet_shared::worker::WorkerInfo;
 
 fn mib(bytes: u64) -> String {
@@ -140,5 +143,94 @@ pub fn worker_detail(w: &WorkerInfo) -> String {
     row("succeeded", w.jobs_succeeded.to_string());
     row("failed", w.jobs_failed.to_string());
     row("peak running", w.max_running.to_string());
+    s
+}
+
+/// `renderfleet status`.
+pub fn status(st: &Status) -> String {
+    let mut s = String::new();
+    let workers: Vec<String> = st.workers.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(s, "{:<14}{}{}", "workers", if workers.is_empty() { "none".to_owned() } else { workers.join(", ") }, if st.warming > 0 { format!(", {} warming up", st.warming) } else { String::new() });
+    let _ = writeln!(s, "{:<14}{}/{} slots ({:.0}%)", "utilization", st.running, st.capacity, st.utilization * 100.0);
+    let q = &st.queue;
+    let _ = writeln!(
+        s,
+        "{:<14}{} (high {}, normal {}, low {}, due retries {}); {} running, {} waiting for a retry, {} dead",
+        "backlog", st.backlog, q.undelivered[0], q.undelivered[1], q.undelivered[2], q.due, q.pending, q.delayed, q.dead
+    );
+    let p = &st.policy;
+    let _ = writeln!(
+        s,
+        "{:<14}{}..{} workers; up at {:.0}% or backlog {} (+2 at {:.0}%), down at {:.0}%; cooldowns up {} / down {}; window {}",
+        "policy",
+        p.min_workers,
+        p.max_workers,
+        p.scale_up_utilization * 100.0,
+        p.scale_up_backlog,
+        p.scale_up_fast_utilization * 100.0,
+        p.scale_down_utilization * 100.0,
+        renderfleet_shared::time::human(p.scale_up_cooldown),
+        renderfleet_shared::time::human(p.scale_down_cooldown),
+        renderfleet_shared::time::human(p.stabilization_window)
+    );
+    match &st.leader {
+        Some(l) => {
+            let _ = writeln!(s, "{:<14}{} (epoch {}, lease {}ms left)", "leader", l.id, l.epoch, l.lease_ms_left);
+        }
+        None => {
+            let _ = writeln!(s, "{:<14}none: no coordinator is running", "leader");
+        }
+    }
+    if let Some(e) = &st.last_decision {
+        let f = |k: &str| e.fields.get(k).cloned().unwrap_or_default();
+        let _ = writeln!(s, "{:<14}{} {} (current {}, desired {}): {}", "last decision", e.time, f("action"), f("current"), f("desired"), f("reason"));
+    }
+    s
+}
+
+/// `renderfleet evaluate`.
+pub fn evaluation(ev: &Evaluation) -> String {
+    let m = &ev.metrics;
+    let d = &ev.decision;
+    format!(
+        "action        {:?}\ncurrent       {} workers ({} active, {} warming, {} idle)\ndesired       {}\nrecommended   {}\nutilization   {}/{} ({:.0}%)\nbacklog       {}\nstale data    {}\nreason        {}\n",
+        d.action, d.current, m.active, m.warming, m.idle, d.desired, d.recommended, m.running, m.capacity, ev.utilization * 100.0, m.backlog, m.stale, d.reason
+    )
+}
+
+/// One event line (or JSON object).
+pub fn event(e: &Event, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+        return Ok(());
+    }
+    let kind = e.fields.get("type").cloned().unwrap_or_default();
+    let rest: Vec<String> = e
+        .fields
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "type" | "reason" | "inputs"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let reason = e.fields.get("reason").cloned().unwrap_or_default();
+    println!("{} {:<16} {}  {}", e.time, kind, rest.join(" "), reason);
+    Ok(())
+}
+
+/// `renderfleet schedule list`.
+pub fn schedules(all: &[Schedule]) -> String {
+    let mut s = format!("{:<24} {:<16} {:<12} {:>10} {:<26} {:>7} {}\n", "NAME", "WORLD", "RENDERER", "EVERY", "NEXT", "SKIPPED", "LAST JOB");
+    for x in all {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<16} {:<12} {:>10} {:<26} {:>7} {}",
+            x.name,
+            x.world,
+            x.renderer,
+            renderfleet_shared::time::human(std::time::Duration::from_millis(x.every_ms)),
+            renderfleet_shared::time::rfc3339(x.next_at_ms),
+            x.skipped,
+            x.last_job.as_deref().unwrap_or("-")
+        );
+    }
     s
 }

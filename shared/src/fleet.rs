@@ -648,8 +648,9 @@ impl Fleet {
         r.iter().map(|s| json("settle", s)).collect()
     }
 
-    /// Write a heartbeat; the worker hash lives for `ttl`. Returns the server time it was stamped with.
-    pub async fn heartbeat(&self, hb: &Heartbeat, ttl: Duration) -> Result<u64> {
+    /// Write a heartbeat; the worker hash lives for `ttl`. Returns the server time it was stamped
+    /// with and the coordinator's drain request for this worker, if any.
+    pub async fn heartbeat(&self, hb: &Heartbeat, ttl: Duration) -> Result<(u64, Option<String>)> {
         let mut inv = scripts().heartbeat.prepare_invoke();
         inv.arg(self.keys.prefix())
             .arg(&hb.worker)
@@ -659,9 +660,40 @@ impl Fleet {
         for (k, v) in hb.fields() {
             inv.arg(k).arg(v);
         }
-        inv.invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
+        let (now, drain): (u64, String) = inv.invoke_async(&mut self.conn()).await.map_err(|e| self.err(e))?;
+        Ok((now, Some(drain).filter(|d| !d.is_empty())))
+    }
+
+    /// Queue failed jobs whose retry is due (agents do this too when they pull).
+    pub async fn promote_due(&self) -> Result<()> {
+        self.claim("", 0).await.map(|_| ())
+    }
+
+    /// Hand back everything dead worker `worker` held: attempts it was running are recorded as lost
+    /// (charged; requeued at once, or dead when out of attempts; fenced by attempt number),
+    /// entries it received but never started are queued again, and the worker is dropped from
+    /// the consumer group and the worker index. Returns (job id, resulting state) per attempt.
+    pub async fn reclaim_worker(&self, worker: &str) -> Result<Vec<(String, String)>> {
+        let entries = self.pending_entries(worker).await?;
+        let orphans = self.settle(worker, &entries).await?;
+        let mut out = Vec::new();
+        for o in orphans {
+            let why = format!("worker {worker} stopped heartbeating; attempt {} handed back", o.attempt);
+            let r = self.finish(&o.id, o.attempt, worker, Outcome::Lost, None, &why).await?;
+            out.push((o.id, match r {
+                Finished::Recorded(s) => s,
+                Finished::Stale(s) => format!("stale:{s}"),
+            }));
+        }
+        let mut c = self.conn();
+        let mut p = redis::pipe();
+        for pr in Priority::ALL {
+            p.cmd("XGROUP").arg("DELCONSUMER").arg(self.keys.stream(pr)).arg(GROUP).arg(worker).ignore();
+        }
+        p.zrem(self.keys.workers(), worker).ignore();
+        p.del(self.keys.drain(worker)).ignore();
+        let _: () = p.query_async(&mut c).await.map_err(|e| self.err(e))?;
+        Ok(out)
     }
 
     /// Remove a worker from the index (clean exit); its state hash keeps `stopped` until its TTL.

@@ -104,6 +104,47 @@ impl Keys {
     pub fn renderers(&self) -> String {
         format!("{}renderers", self.prefix)
     }
+    /// String with TTL: a drain request for a worker (set by the coordinator, read by the agent's
+    /// heartbeat).
+    pub fn drain(&self, worker: &str) -> String {
+        format!("{}worker:{worker}:drain", self.prefix)
+    }
+    /// String with TTL (the lease): id of the coordinator that acts.
+    pub fn leader(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+    /// Integer: incremented on every new leader (the lease's fencing token).
+    pub fn leader_epoch(&self) -> String {
+        format!("{}leader:epoch", self.prefix)
+    }
+    /// Hash: policy configuration (`renderfleet config set`).
+    pub fn config(&self) -> String {
+        format!("{}config", self.prefix)
+    }
+    /// Stream: coordinator decisions with inputs and reasons, trimmed.
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+    /// List: manual commands for the leader (`scale up`, `workers remove`, ...), JSON each.
+    pub fn commands(&self) -> String {
+        format!("{}commands", self.prefix)
+    }
+    /// Hash: the policy's memory (last scale times, recent recommendations), JSON.
+    pub fn scaling(&self) -> String {
+        format!("{}scaling", self.prefix)
+    }
+    /// Hash: workers started by a backend that have not heartbeated yet -> start time (ms).
+    pub fn warming(&self) -> String {
+        format!("{}warming", self.prefix)
+    }
+    /// Hash: workers asked to drain -> deadline (ms).
+    pub fn draining(&self) -> String {
+        format!("{}draining", self.prefix)
+    }
+    /// Hash: scheduled renders, name -> JSON.
+    pub fn schedules(&self) -> String {
+        format!("{}schedules", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +169,16 @@ mod tests {
             k.workers(),
             k.heartbeats(),
             k.renderers(),
+            k.drain("1"),
+            k.leader(),
+            k.leader_epoch(),
+            k.config(),
+            k.events(),
+            k.commands(),
+            k.scaling(),
+            k.warming(),
+            k.draining(),
+            k.schedules(),
         ] {
             assert!(key.starts_with("{rf}:"), "{key}");
         }

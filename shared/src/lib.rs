@@ -11,6 +11,7 @@ pub mod keys;
 pub mod progress;
 pub mod renderer;
 pub mod scripts;
+pub mod signal;
 pub mod time;
 pub mod worker;
 

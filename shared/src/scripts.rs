@@ -26,6 +26,8 @@ pub struct Scripts {
     pub retry: Script,
     pub settle: Script,
     pub heartbeat: Script,
+    pub lease: Script,
+    pub leader: Script,
 }
 
 /// The process-wide scripts.
@@ -41,5 +43,7 @@ pub fn scripts() -> &'static Scripts {
         retry: Script::new(script!("retry.lua")),
         settle: Script::new(script!("settle.lua")),
         heartbeat: Script::new(script!("heartbeat.lua")),
+        lease: Script::new(script!("lease.lua")),
+        leader: Script::new(script!("leader.lua")),
     })
 }

@@ -1,0 +1,112 @@
+//! `renderfleet-coordinator`: the sidecar that decides health, hands back jobs of dead workers,
+//! fires scheduled renders and scales the fleet through a backend. Any number may run; one leads.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use renderfleet_coordinator::backend::{none::NoneBackend, process::ProcessBackend};
+use renderfleet_coordinator::coordinator::{run, CoordinatorConfig};
+use renderfleet_shared::cli::{init_tracing, Common};
+use renderfleet_shared::time::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// Local renderfleet-agent child processes
+    Process,
+    /// Recommend only: decisions are recorded, nothing is started or stopped
+    None,
+}
+
+/// renderfleet coordinator: health, reclaim, scheduled renders and autoscaling, through Redis.
+#[derive(Parser, Debug)]
+#[command(name = "renderfleet-coordinator", version)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    /// This coordinator's id in the leader lease [default: <hostname>-<pid>]
+    #[arg(long, env = "RENDERFLEET_COORDINATOR_ID")]
+    id: Option<String>,
+    /// Time between ticks
+    #[arg(long, env = "RENDERFLEET_TICK", default_value = "2s", value_parser = parse_duration)]
+    tick: Duration,
+    /// Leader lease lifetime; a standby takes over within this after the leader dies
+    #[arg(long, env = "RENDERFLEET_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// Scaling backend
+    #[arg(long, env = "RENDERFLEET_BACKEND", value_enum, default_value_t = BackendKind::Process)]
+    backend: BackendKind,
+    /// Agent binary for the process backend [default: renderfleet-agent beside this binary, else on PATH]
+    #[arg(long, env = "RENDERFLEET_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
+    /// Extra argument for agents the process backend starts (repeatable, e.g. --agent-arg=--capacity=4)
+    #[arg(long = "agent-arg", env = "RENDERFLEET_AGENT_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    agent_args: Vec<String>,
+    /// Worker id prefix for the process backend [default: <hostname>-<pid>]
+    #[arg(long, env = "RENDERFLEET_WORKER_PREFIX")]
+    worker_prefix: Option<String>,
+    /// How long local agents get to drain when the coordinator stops
+    #[arg(long, env = "RENDERFLEET_AGENT_STOP_GRACE", default_value = "60s", value_parser = parse_duration)]
+    agent_stop_grace: Duration,
+}
+
+fn host() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "coordinator".into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.common.log_format, "info");
+    if cli.lease_ttl <= cli.tick * 2 {
+        eprintln!("renderfleet-coordinator: --lease-ttl must be more than twice --tick");
+        return ExitCode::from(64);
+    }
+    if let Err(e) = renderfleet_shared::Keys::new(&cli.common.namespace) {
+        eprintln!("renderfleet-coordinator: {e}");
+        return ExitCode::from(64);
+    }
+    let me = format!("{}-{}", host(), std::process::id());
+    let cfg = CoordinatorConfig {
+        redis_url: cli.common.redis_url.clone(),
+        namespace: cli.common.namespace.clone(),
+        id: cli.id.clone().unwrap_or_else(|| me.clone()),
+        tick: cli.tick,
+        lease_ttl: cli.lease_ttl,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("renderfleet-coordinator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        renderfleet_shared::signal::install(shutdown.clone())?;
+        match cli.backend {
+            BackendKind::None => run(cfg, NoneBackend, shutdown).await,
+            BackendKind::Process => {
+                let bin = cli.agent_bin.clone().unwrap_or_else(|| {
+                    std::env::current_exe()
+                        .ok()
+                        .and_then(|e| e.parent().map(|d| d.join("renderfleet-agent")))
+                        .filter(|p| p.is_file())
+                        .unwrap_or_else(|| PathBuf::from("renderfleet-agent"))
+                });
+                let prefix = cli.worker_prefix.clone().unwrap_or(me);
+                let backend = ProcessBackend::new(bin, cli.agent_args.clone(), prefix, cli.agent_stop_grace);
+                run(cfg, backend, shutdown).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("renderfleet-coordinator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
