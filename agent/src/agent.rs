@@ -153,8 +153,14 @@ impl Agent {
         jobs.close();
         // A drain the coordinator asked for (scale-in) never interrupts a render: it waits for the
         // running jobs however long they take. A signal's drain is bounded by --drain-timeout.
-        let requested = self.drain_requested.load(std::sync::atomic::Ordering::SeqCst);
-        let limit = if requested { Duration::MAX } else { self.cfg.drain_timeout };
+        let requested = self
+            .drain_requested
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let limit = if requested {
+            Duration::MAX
+        } else {
+            self.cfg.drain_timeout
+        };
         if tokio::time::timeout(limit, jobs.wait()).await.is_err() {
             {
                 let st = self.state();
@@ -370,7 +376,10 @@ impl Agent {
             let hb = self.heartbeat_of(Some(&mut meter));
             let result = self.fleet.heartbeat(&hb, self.cfg.worker_ttl).await;
             if let Ok((_, Some(reason))) = &result {
-                if !self.drain_requested.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if !self
+                    .drain_requested
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
                     info!(reason = %reason, "drain requested through Redis; finishing running jobs, then exiting");
                     shutdown.cancel();
                 }

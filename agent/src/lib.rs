@@ -10,6 +10,5 @@ pub mod health;
 pub mod memory;
 pub mod process;
 
-
 pub use agent::run;
 pub use config::AgentConfig;

@@ -346,16 +346,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", output::workers_table(&ws));
             }
         }
-        Command::Workers { action: Some(WorkersAction::Add { count }), .. } => {
+        Command::Workers {
+            action: Some(WorkersAction::Add { count }),
+            ..
+        } => {
             ops::push_command(&fleet, &ManualCommand::ScaleUp { by: count }).await?;
             println!("asked the leader to add {count} worker(s)");
         }
-        Command::Workers { action: Some(WorkersAction::Remove { id }), .. } => {
+        Command::Workers {
+            action: Some(WorkersAction::Remove { id }),
+            ..
+        } => {
             ops::push_command(&fleet, &ManualCommand::Remove { worker: id.clone() }).await?;
             println!("asked the leader to drain and remove {id}");
         }
         Command::Worker { id, json } => {
-            let w = fleet.worker(&id).await?.ok_or_else(|| anyhow::anyhow!("no worker '{id}' with a live heartbeat"))?;
+            let w = fleet
+                .worker(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no worker '{id}' with a live heartbeat"))?;
             if json {
                 print_json(&w)?;
             } else {
@@ -372,13 +381,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scale { direction } => {
             let (cmd, what) = match direction {
-                ScaleDirection::Up { by } => (ManualCommand::ScaleUp { by }, format!("scale up by {by}")),
-                ScaleDirection::Down { by } => (ManualCommand::ScaleDown { by }, format!("scale down by {by}")),
+                ScaleDirection::Up { by } => {
+                    (ManualCommand::ScaleUp { by }, format!("scale up by {by}"))
+                }
+                ScaleDirection::Down { by } => (
+                    ManualCommand::ScaleDown { by },
+                    format!("scale down by {by}"),
+                ),
             };
             ops::push_command(&fleet, &cmd).await?;
             match ops::leader(&fleet).await? {
-                Some(l) => println!("asked the leader ({}) to {what}; see `renderfleet events`", l.id),
-                None => println!("queued: {what}; no coordinator leads right now, it applies when one does"),
+                Some(l) => println!(
+                    "asked the leader ({}) to {what}; see `renderfleet events`",
+                    l.id
+                ),
+                None => println!(
+                    "queued: {what}; no coordinator leads right now, it applies when one does"
+                ),
             }
         }
         Command::Evaluate { json } => {
@@ -389,12 +408,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", output::evaluation(&ev));
             }
         }
-        Command::Config { action: ConfigAction::Get { key, json } } => {
+        Command::Config {
+            action: ConfigAction::Get { key, json },
+        } => {
             let cfg = config::load(&fleet).await?;
             let map = cfg.to_map();
             match key {
                 Some(k) => {
-                    let v = map.get(&k).ok_or_else(|| anyhow::anyhow!("unknown key '{k}'"))?;
+                    let v = map
+                        .get(&k)
+                        .ok_or_else(|| anyhow::anyhow!("unknown key '{k}'"))?;
                     println!("{v}");
                 }
                 None if json => print_json(&map)?,
@@ -405,7 +428,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Config { action: ConfigAction::Set { pairs } } => {
+        Command::Config {
+            action: ConfigAction::Set { pairs },
+        } => {
             let pairs: Vec<(String, String)> = pairs
                 .iter()
                 .map(|p| {
@@ -424,16 +449,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let healthy = st.workers.get("healthy").copied().unwrap_or(0);
             let ok = st.leader.is_some() && healthy >= st.policy.min_workers;
             if json {
-                print_json(&serde_json::json!({"ok": ok, "leader": st.leader, "healthy_workers": healthy, "min_workers": st.policy.min_workers}))?;
+                print_json(
+                    &serde_json::json!({"ok": ok, "leader": st.leader, "healthy_workers": healthy, "min_workers": st.policy.min_workers}),
+                )?;
             } else {
-                let leader = st.leader.as_ref().map(|l| l.id.clone()).unwrap_or_else(|| "none".into());
-                println!("{}: leader {leader}, {healthy} healthy worker(s), min_workers {}", if ok { "ok" } else { "unhealthy" }, st.policy.min_workers);
+                let leader = st
+                    .leader
+                    .as_ref()
+                    .map(|l| l.id.clone())
+                    .unwrap_or_else(|| "none".into());
+                println!(
+                    "{}: leader {leader}, {healthy} healthy worker(s), min_workers {}",
+                    if ok { "ok" } else { "unhealthy" },
+                    st.policy.min_workers
+                );
             }
             if !ok {
                 bail!("fleet is unhealthy");
             }
         }
-        Command::Events { follow, count, json } => {
+        Command::Events {
+            follow,
+            count,
+            json,
+        } => {
             let mut last = "$".to_owned();
             for e in ops::events(&fleet, count).await? {
                 output::event(&e, json)?;
@@ -450,10 +489,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Schedule { action } => match action {
-            ScheduleAction::Add { world, renderer, every, params, priority, name, now } => {
-                let mut spec = JobSpec { world, renderer, ..Default::default() };
+            ScheduleAction::Add {
+                world,
+                renderer,
+                every,
+                params,
+                priority,
+                name,
+                now,
+            } => {
+                let mut spec = JobSpec {
+                    world,
+                    renderer,
+                    ..Default::default()
+                };
                 for kv in &params {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE")))?;
+                    let (k, v) = kv.split_once('=').ok_or_else(|| {
+                        Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE"))
+                    })?;
                     spec.params.insert(k.to_owned(), v.to_owned());
                 }
                 if let Some(p) = priority {

@@ -67,8 +67,14 @@ pub const KEYS: [(&str, &str); 13] = [
     ("max_workers", "integer 1-1000, >= min_workers"),
     ("scale_up_utilization", "fraction in (0, 1]"),
     ("scale_up_backlog", "integer >= 1"),
-    ("scale_up_fast_utilization", "fraction in (0, 1], >= scale_up_utilization"),
-    ("scale_down_utilization", "fraction in [0, 1), < scale_up_utilization"),
+    (
+        "scale_up_fast_utilization",
+        "fraction in (0, 1], >= scale_up_utilization",
+    ),
+    (
+        "scale_down_utilization",
+        "fraction in [0, 1), < scale_up_utilization",
+    ),
     ("scale_up_cooldown", "duration <= 24h"),
     ("scale_down_cooldown", "duration <= 24h"),
     ("stabilization_window", "duration <= 24h"),
@@ -82,43 +88,83 @@ fn bad(key: &str, value: &str, want: &str) -> Error {
     Error::Config(format!("{key}={value}: expected {want}"))
 }
 
-fn int<T: std::str::FromStr + PartialOrd>(key: &str, v: &str, lo: T, hi: T, want: &str) -> Result<T> {
-    v.parse::<T>().ok().filter(|n| *n >= lo && *n <= hi).ok_or_else(|| bad(key, v, want))
+fn int<T: std::str::FromStr + PartialOrd>(
+    key: &str,
+    v: &str,
+    lo: T,
+    hi: T,
+    want: &str,
+) -> Result<T> {
+    v.parse::<T>()
+        .ok()
+        .filter(|n| *n >= lo && *n <= hi)
+        .ok_or_else(|| bad(key, v, want))
 }
 
 fn frac(key: &str, v: &str, lo_open: bool, hi_open: bool, want: &str) -> Result<f64> {
     let f: f64 = v.parse().map_err(|_| bad(key, v, want))?;
-    let ok = f.is_finite() && (if lo_open { f > 0.0 } else { f >= 0.0 }) && (if hi_open { f < 1.0 } else { f <= 1.0 });
+    let ok = f.is_finite()
+        && (if lo_open { f > 0.0 } else { f >= 0.0 })
+        && (if hi_open { f < 1.0 } else { f <= 1.0 });
     ok.then_some(f).ok_or_else(|| bad(key, v, want))
 }
 
 fn dur(key: &str, v: &str, lo: Duration, hi: Duration, want: &str) -> Result<Duration> {
-    humantime::parse_duration(v).ok().filter(|d| *d >= lo && *d <= hi).ok_or_else(|| bad(key, v, want))
+    humantime::parse_duration(v)
+        .ok()
+        .filter(|d| *d >= lo && *d <= hi)
+        .ok_or_else(|| bad(key, v, want))
 }
 
 impl PolicyConfig {
     /// Set one key (without cross-key checks; see [`PolicyConfig::validate`]).
     pub fn set(&mut self, key: &str, v: &str) -> Result<()> {
-        let want = KEYS.iter().find(|(k, _)| *k == key).map(|(_, w)| *w).ok_or_else(|| {
-            Error::Config(format!(
-                "unknown key '{key}' (known: {})",
-                KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let want = KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, w)| *w)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown key '{key}' (known: {})",
+                    KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
         let day = Duration::from_secs(24 * 3600);
         match key {
             "min_workers" => self.min_workers = int(key, v, 0, 1000, want)?,
             "max_workers" => self.max_workers = int(key, v, 1, 1000, want)?,
             "scale_up_utilization" => self.scale_up_utilization = frac(key, v, true, false, want)?,
             "scale_up_backlog" => self.scale_up_backlog = int(key, v, 1, u64::MAX, want)?,
-            "scale_up_fast_utilization" => self.scale_up_fast_utilization = frac(key, v, true, false, want)?,
-            "scale_down_utilization" => self.scale_down_utilization = frac(key, v, false, true, want)?,
+            "scale_up_fast_utilization" => {
+                self.scale_up_fast_utilization = frac(key, v, true, false, want)?
+            }
+            "scale_down_utilization" => {
+                self.scale_down_utilization = frac(key, v, false, true, want)?
+            }
             "scale_up_cooldown" => self.scale_up_cooldown = dur(key, v, Duration::ZERO, day, want)?,
-            "scale_down_cooldown" => self.scale_down_cooldown = dur(key, v, Duration::ZERO, day, want)?,
-            "stabilization_window" => self.stabilization_window = dur(key, v, Duration::ZERO, day, want)?,
-            "worker_ttl" => self.worker_ttl = dur(key, v, Duration::from_millis(100), Duration::from_secs(600), want)?,
+            "scale_down_cooldown" => {
+                self.scale_down_cooldown = dur(key, v, Duration::ZERO, day, want)?
+            }
+            "stabilization_window" => {
+                self.stabilization_window = dur(key, v, Duration::ZERO, day, want)?
+            }
+            "worker_ttl" => {
+                self.worker_ttl = dur(
+                    key,
+                    v,
+                    Duration::from_millis(100),
+                    Duration::from_secs(600),
+                    want,
+                )?
+            }
             "heartbeat_interval" => {
-                self.heartbeat_interval = dur(key, v, Duration::from_millis(50), Duration::from_secs(60), want)?
+                self.heartbeat_interval = dur(
+                    key,
+                    v,
+                    Duration::from_millis(50),
+                    Duration::from_secs(60),
+                    want,
+                )?
             }
             "drain_timeout" => self.drain_timeout = dur(key, v, Duration::ZERO, day, want)?,
             "worker_capacity" => self.worker_capacity = int(key, v, 1, 256, want)?,
@@ -131,7 +177,10 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
         if self.min_workers > self.max_workers {
-            return fail(format!("min_workers {} is above max_workers {}", self.min_workers, self.max_workers));
+            return fail(format!(
+                "min_workers {} is above max_workers {}",
+                self.min_workers, self.max_workers
+            ));
         }
         if self.scale_up_fast_utilization < self.scale_up_utilization {
             return fail(format!(
@@ -157,7 +206,14 @@ impl PolicyConfig {
         v.as_object()
             .map(|o| {
                 o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -189,7 +245,11 @@ fn key(fleet: &Fleet) -> String {
 
 /// Read the config; problems in the stored hash are logged, never fatal.
 pub async fn load(fleet: &Fleet) -> Result<PolicyConfig> {
-    let h: HashMap<String, String> = fleet.conn().hgetall(key(fleet)).await.map_err(|e| fleet.err(e))?;
+    let h: HashMap<String, String> = fleet
+        .conn()
+        .hgetall(key(fleet))
+        .await
+        .map_err(|e| fleet.err(e))?;
     let (c, problems) = PolicyConfig::from_hash(&h);
     for p in problems {
         tracing::warn!(problem = %p, "ignoring bad policy config in Redis");
@@ -204,7 +264,11 @@ pub async fn set(fleet: &Fleet, pairs: &[(String, String)]) -> Result<PolicyConf
         c.set(k, v)?;
     }
     c.validate()?;
-    let _: () = fleet.conn().hset_multiple(key(fleet), pairs).await.map_err(|e| fleet.err(e))?;
+    let _: () = fleet
+        .conn()
+        .hset_multiple(key(fleet), pairs)
+        .await
+        .map_err(|e| fleet.err(e))?;
     Ok(c)
 }
 
@@ -237,7 +301,11 @@ mod tests {
         let mut c = PolicyConfig::default();
         c.set("min_workers", "5").expect("in range");
         c.set("max_workers", "3").expect("in range");
-        assert!(c.validate().expect_err("min > max").to_string().contains("above max_workers"));
+        assert!(c
+            .validate()
+            .expect_err("min > max")
+            .to_string()
+            .contains("above max_workers"));
         let mut c = PolicyConfig::default();
         c.set("scale_down_utilization", "0.85").expect("in range");
         assert!(c.validate().is_err());
@@ -263,7 +331,11 @@ mod tests {
 
     #[test]
     fn map_round_trip() {
-        let c = PolicyConfig { scale_up_cooldown: Duration::from_secs(90), min_workers: 3, ..Default::default() };
+        let c = PolicyConfig {
+            scale_up_cooldown: Duration::from_secs(90),
+            min_workers: 3,
+            ..Default::default()
+        };
         let h: HashMap<String, String> = c.to_map().into_iter().collect();
         assert_eq!(PolicyConfig::from_hash(&h), (c, vec![]));
     }

@@ -31,7 +31,11 @@ pub struct CoordinatorConfig {
 }
 
 /// Run until `shutdown`, then release the lease and stop the backend's workers.
-pub async fn run<B: Backend>(cfg: CoordinatorConfig, mut backend: B, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run<B: Backend>(
+    cfg: CoordinatorConfig,
+    mut backend: B,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let fleet = loop {
         match Fleet::connect(&cfg.redis_url, &cfg.namespace).await {
             Ok(f) => break f,
@@ -46,7 +50,12 @@ pub async fn run<B: Backend>(cfg: CoordinatorConfig, mut backend: B, shutdown: C
     };
     fleet.ensure_groups().await?;
     info!(id = %cfg.id, backend = backend.name(), tick = ?cfg.tick, lease_ttl = ?cfg.lease_ttl, "coordinator starting");
-    let mut c = Coordinator { fleet, cfg, leading: false, lease_at: None };
+    let mut c = Coordinator {
+        fleet,
+        cfg,
+        leading: false,
+        lease_at: None,
+    };
     let mut tick = tokio::time::interval(c.cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_down = false;
@@ -94,7 +103,8 @@ struct Coordinator {
 impl Coordinator {
     /// The lease is fresh enough to act on (renewed less than half a TTL ago).
     fn may_act(&self) -> bool {
-        self.lease_at.is_some_and(|t| t.elapsed() < self.cfg.lease_ttl / 2)
+        self.lease_at
+            .is_some_and(|t| t.elapsed() < self.cfg.lease_ttl / 2)
     }
 
     async fn event(&self, kind: &str, fields: &[(&str, String)]) {
@@ -132,26 +142,53 @@ impl Coordinator {
         if !self.leading {
             self.leading = true;
             info!(epoch = %who, "leading");
-            self.event("leader", &[("epoch", who.clone()), ("reason", "lease acquired".into())]).await;
+            self.event(
+                "leader",
+                &[("epoch", who.clone()), ("reason", "lease acquired".into())],
+            )
+            .await;
         }
         for e in backend_events {
-            self.event("backend", &[("kind", e.kind.into()), ("worker", e.worker), ("reason", e.detail)]).await;
+            self.event(
+                "backend",
+                &[
+                    ("kind", e.kind.into()),
+                    ("worker", e.worker),
+                    ("reason", e.detail),
+                ],
+            )
+            .await;
         }
         self.reclaim(&snap, &cfg).await?;
         self.fleet.promote_due().await?;
         for f in schedule::fire_due(&self.fleet, &self.cfg.id, snap.now_ms).await? {
             match f {
                 Fired::Queued { schedule, job } => {
-                    self.event("schedule", &[("schedule", schedule), ("job", job), ("reason", "due".into())]).await
+                    self.event(
+                        "schedule",
+                        &[
+                            ("schedule", schedule),
+                            ("job", job),
+                            ("reason", "due".into()),
+                        ],
+                    )
+                    .await
                 }
                 Fired::Skipped { schedule, because } => {
-                    self.event("schedule_skipped", &[("schedule", schedule), ("reason", because)]).await
+                    self.event(
+                        "schedule_skipped",
+                        &[("schedule", schedule), ("reason", because)],
+                    )
+                    .await
                 }
             }
         }
         self.warmup(&snap).await?;
         self.finish_drains(&snap, backend).await?;
-        self.manual(&snap, &cfg, backend).await?;
+        if self.manual(&snap, &cfg, backend).await? {
+            // This tick's snapshot predates the manual action: decide again next tick.
+            return Ok(());
+        }
         self.scale(&snap, &cfg, backend).await
     }
 
@@ -159,15 +196,32 @@ impl Coordinator {
     async fn reclaim(&self, snap: &Snapshot, cfg: &PolicyConfig) -> Result<(), Error> {
         for w in snap.workers.iter().filter(|w| w.health == Health::Dead) {
             let jobs = self.fleet.reclaim_worker(&w.id).await?;
-            let _ = ops::leader_op(&self.fleet, &self.cfg.id, "undrain", std::slice::from_ref(&w.id)).await?;
+            let _ = ops::leader_op(
+                &self.fleet,
+                &self.cfg.id,
+                "undrain",
+                std::slice::from_ref(&w.id),
+            )
+            .await?;
             info!(worker = %w.id, age_ms = w.age_ms, jobs = ?jobs, "worker dead; its jobs handed back");
-            let list = jobs.iter().map(|(j, s)| format!("{j}->{s}")).collect::<Vec<_>>().join(",");
+            let list = jobs
+                .iter()
+                .map(|(j, s)| format!("{j}->{s}"))
+                .collect::<Vec<_>>()
+                .join(",");
             self.event(
                 "reclaim",
                 &[
                     ("worker", w.id.clone()),
                     ("jobs", list),
-                    ("reason", format!("no heartbeat for {}ms (worker_ttl {}ms)", w.age_ms, cfg.worker_ttl.as_millis())),
+                    (
+                        "reason",
+                        format!(
+                            "no heartbeat for {}ms (worker_ttl {}ms)",
+                            w.age_ms,
+                            cfg.worker_ttl.as_millis()
+                        ),
+                    ),
                 ],
             )
             .await;
@@ -180,10 +234,29 @@ impl Coordinator {
         let beating: HashSet<&str> = snap.workers.iter().map(|w| w.id.as_str()).collect();
         for (id, started) in &snap.warming {
             if beating.contains(id.as_str()) {
-                ops::leader_op(&self.fleet, &self.cfg.id, "unwarm", std::slice::from_ref(id)).await?;
+                ops::leader_op(
+                    &self.fleet,
+                    &self.cfg.id,
+                    "unwarm",
+                    std::slice::from_ref(id),
+                )
+                .await?;
             } else if snap.now_ms.saturating_sub(*started) > 120_000 {
-                ops::leader_op(&self.fleet, &self.cfg.id, "unwarm", std::slice::from_ref(id)).await?;
-                self.event("warmup_failed", &[("worker", id.clone()), ("reason", "no heartbeat within 2m of its start".into())]).await;
+                ops::leader_op(
+                    &self.fleet,
+                    &self.cfg.id,
+                    "unwarm",
+                    std::slice::from_ref(id),
+                )
+                .await?;
+                self.event(
+                    "warmup_failed",
+                    &[
+                        ("worker", id.clone()),
+                        ("reason", "no heartbeat within 2m of its start".into()),
+                    ],
+                )
+                .await;
             }
         }
         Ok(())
@@ -191,7 +264,11 @@ impl Coordinator {
 
     /// Scale-in, second half: remove drained workers once they exited, or once their deadline
     /// passed while they run nothing. A running render is never killed.
-    async fn finish_drains<B: Backend>(&self, snap: &Snapshot, backend: &mut B) -> Result<(), Error> {
+    async fn finish_drains<B: Backend>(
+        &self,
+        snap: &Snapshot,
+        backend: &mut B,
+    ) -> Result<(), Error> {
         for (id, deadline) in &snap.draining {
             let w = snap.workers.iter().find(|w| &w.id == id);
             let gone = w.is_none_or(|w| w.stopped);
@@ -206,49 +283,143 @@ impl Coordinator {
                 warn!(worker = %id, error = %e, "backend could not remove worker");
                 false
             });
-            ops::leader_op(&self.fleet, &self.cfg.id, "undrain", std::slice::from_ref(id)).await?;
-            let why = if gone { "drained and exited" } else { "drain deadline passed with no job running" };
-            self.event("removed", &[("worker", id.clone()), ("backend_removed", removed.to_string()), ("reason", why.into())]).await;
+            ops::leader_op(
+                &self.fleet,
+                &self.cfg.id,
+                "undrain",
+                std::slice::from_ref(id),
+            )
+            .await?;
+            let why = if gone {
+                "drained and exited"
+            } else {
+                "drain deadline passed with no job running"
+            };
+            self.event(
+                "removed",
+                &[
+                    ("worker", id.clone()),
+                    ("backend_removed", removed.to_string()),
+                    ("reason", why.into()),
+                ],
+            )
+            .await;
         }
         Ok(())
     }
 
-    /// Manual commands from the CLI/API, applied within bounds.
-    async fn manual<B: Backend>(&self, snap: &Snapshot, cfg: &PolicyConfig, backend: &mut B) -> Result<(), Error> {
+    /// Manual commands from the CLI/API, applied within bounds. Returns true when one was applied.
+    async fn manual<B: Backend>(
+        &self,
+        snap: &Snapshot,
+        cfg: &PolicyConfig,
+        backend: &mut B,
+    ) -> Result<bool, Error> {
         use redis::AsyncCommands;
+        let mut applied = false;
+        // Several commands in one tick see each other's effect on the size.
+        let mut size = snap.metrics(cfg).size();
         for _ in 0..100 {
-            let raw: Option<String> = self.fleet.conn().rpop(self.fleet.keys().commands(), None).await.map_err(|e| self.fleet.err(e))?;
-            let Some(raw) = raw else { return Ok(()) };
+            let raw: Option<String> = self
+                .fleet
+                .conn()
+                .rpop(self.fleet.keys().commands(), None)
+                .await
+                .map_err(|e| self.fleet.err(e))?;
+            let Some(raw) = raw else { return Ok(applied) };
             let Ok(cmd) = serde_json::from_str::<ManualCommand>(&raw) else {
                 warn!(command = %raw, "skipping malformed manual command");
-                self.event("command_refused", &[("command", raw), ("reason", "malformed".into())]).await;
+                self.event(
+                    "command_refused",
+                    &[("command", raw), ("reason", "malformed".into())],
+                )
+                .await;
                 continue;
             };
-            let size = snap.metrics(cfg).size();
+            applied = true;
             match cmd {
                 ManualCommand::ScaleUp { by } => {
                     let n = by.min(cfg.max_workers.saturating_sub(size));
-                    let why = format!("manual scale up by {by} (bounded to {n} by max_workers {})", cfg.max_workers);
+                    let why = format!(
+                        "manual scale up by {by} (bounded to {n} by max_workers {})",
+                        cfg.max_workers
+                    );
                     self.scale_up(n, backend, &why, "manual").await?;
+                    if n > 0 && backend.acts() {
+                        size += n;
+                        self.remember_manual(snap.now_ms, size, true).await?;
+                    }
                 }
                 ManualCommand::ScaleDown { by } => {
                     let n = by.min(size.saturating_sub(cfg.min_workers));
-                    let why = format!("manual scale down by {by} (bounded to {n} by min_workers {})", cfg.min_workers);
-                    self.scale_down(n, snap, cfg, &why, "manual", None).await?;
+                    let why = format!(
+                        "manual scale down by {by} (bounded to {n} by min_workers {})",
+                        cfg.min_workers
+                    );
+                    if backend.acts() {
+                        self.scale_down(n, snap, cfg, &why, "manual", None).await?;
+                        if n > 0 {
+                            size -= n;
+                            self.remember_manual(snap.now_ms, size, false).await?;
+                        }
+                    }
                 }
                 ManualCommand::Remove { worker } => {
                     if size <= cfg.min_workers {
-                        self.event("command_refused", &[("worker", worker), ("reason", format!("would go below min_workers {}", cfg.min_workers))]).await;
+                        self.event(
+                            "command_refused",
+                            &[
+                                ("worker", worker),
+                                (
+                                    "reason",
+                                    format!("would go below min_workers {}", cfg.min_workers),
+                                ),
+                            ],
+                        )
+                        .await;
+                    } else if backend.acts() {
+                        self.scale_down(1, snap, cfg, "manual remove", "manual", Some(&worker))
+                            .await?;
+                        size -= 1;
                     } else {
-                        self.scale_down(1, snap, cfg, "manual remove", "manual", Some(&worker)).await?;
+                        self.event(
+                            "command_refused",
+                            &[
+                                ("worker", worker),
+                                ("reason", "backend 'none' only recommends".into()),
+                            ],
+                        )
+                        .await;
                     }
                 }
             }
         }
+        Ok(applied)
+    }
+
+    /// A manual action counts for the policy like its own: it starts the cooldown and its size is
+    /// a recommendation in the stabilization window, so the next tick does not undo it.
+    async fn remember_manual(&self, now: u64, size: u32, up: bool) -> Result<(), Error> {
+        let mut h = ops::history(&self.fleet).await?;
+        if up {
+            h.last_up_ms = Some(now);
+        } else {
+            h.last_down_ms = Some(now);
+            // Older, higher recommendations would otherwise hold the fleet at its old size.
+            h.recommendations.clear();
+        }
+        h.recommendations.push((now, size));
+        let json = serde_json::to_string(&h).unwrap_or_default();
+        ops::leader_op(&self.fleet, &self.cfg.id, "history", &[json]).await?;
         Ok(())
     }
 
-    async fn scale<B: Backend>(&self, snap: &Snapshot, cfg: &PolicyConfig, backend: &mut B) -> Result<(), Error> {
+    async fn scale<B: Backend>(
+        &self,
+        snap: &Snapshot,
+        cfg: &PolicyConfig,
+        backend: &mut B,
+    ) -> Result<(), Error> {
         let metrics = snap.metrics(cfg);
         let history = ops::history(&self.fleet).await?;
         let (d, next) = policy::decide(&metrics, cfg, &history, snap.now_ms);
@@ -282,57 +453,124 @@ impl Coordinator {
         match d.action {
             Action::Hold => Ok(()),
             Action::ScaleUp(n) => self.scale_up(n, backend, &d.reason, "policy").await,
-            Action::ScaleDown(n) => self.scale_down(n, snap, cfg, &d.reason, "policy", None).await,
+            Action::ScaleDown(_) if !backend.acts() => Ok(()),
+            Action::ScaleDown(n) => {
+                self.scale_down(n, snap, cfg, &d.reason, "policy", None)
+                    .await
+            }
         }
     }
 
-    async fn scale_up<B: Backend>(&self, n: u32, backend: &mut B, why: &str, by: &str) -> Result<(), Error> {
+    async fn scale_up<B: Backend>(
+        &self,
+        n: u32,
+        backend: &mut B,
+        why: &str,
+        by: &str,
+    ) -> Result<(), Error> {
         if n == 0 || !backend.acts() || !self.may_act() {
             return Ok(());
         }
         match backend.add(n).await {
             Ok(ids) => {
                 for id in &ids {
-                    ops::leader_op(&self.fleet, &self.cfg.id, "warming", std::slice::from_ref(id)).await?;
+                    ops::leader_op(
+                        &self.fleet,
+                        &self.cfg.id,
+                        "warming",
+                        std::slice::from_ref(id),
+                    )
+                    .await?;
                 }
                 info!(workers = ?ids, reason = %why, "scaled up");
-                self.event("scale_up", &[("by", by.into()), ("workers", ids.join(",")), ("reason", why.into())]).await;
+                self.event(
+                    "scale_up",
+                    &[
+                        ("by", by.into()),
+                        ("workers", ids.join(",")),
+                        ("reason", why.into()),
+                    ],
+                )
+                .await;
             }
             Err(e) => {
                 warn!(error = %e, "backend could not add workers");
-                self.event("scale_up_failed", &[("by", by.into()), ("reason", format!("{e:#}"))]).await;
+                self.event(
+                    "scale_up_failed",
+                    &[("by", by.into()), ("reason", format!("{e:#}"))],
+                )
+                .await;
             }
         }
         Ok(())
     }
 
     /// Ask `n` workers to drain: idle ones first, then the newest (or exactly `only`).
-    async fn scale_down(&self, n: u32, snap: &Snapshot, cfg: &PolicyConfig, why: &str, by: &str, only: Option<&str>) -> Result<(), Error> {
+    async fn scale_down(
+        &self,
+        n: u32,
+        snap: &Snapshot,
+        cfg: &PolicyConfig,
+        why: &str,
+        by: &str,
+        only: Option<&str>,
+    ) -> Result<(), Error> {
         if n == 0 || !self.may_act() {
             return Ok(());
         }
         let mut candidates: Vec<_> = snap
             .workers
             .iter()
-            .filter(|w| matches!(w.health, Health::Healthy | Health::Degraded | Health::Unhealthy))
+            .filter(|w| {
+                matches!(
+                    w.health,
+                    Health::Healthy | Health::Degraded | Health::Unhealthy
+                )
+            })
             .filter(|w| !snap.draining.contains_key(&w.id))
             .filter(|w| only.is_none_or(|o| o == w.id))
             .collect();
         candidates.sort_by_key(|w| (w.running > 0, std::cmp::Reverse(w.started_at_ms)));
-        let victims: Vec<String> = candidates.iter().take(n as usize).map(|w| w.id.clone()).collect();
+        let victims: Vec<String> = candidates
+            .iter()
+            .take(n as usize)
+            .map(|w| w.id.clone())
+            .collect();
         if victims.is_empty() {
-            self.event("command_refused", &[("reason", format!("no worker to drain for: {why}"))]).await;
+            self.event(
+                "command_refused",
+                &[("reason", format!("no worker to drain for: {why}"))],
+            )
+            .await;
             return Ok(());
         }
         let deadline = snap.now_ms + cfg.drain_timeout.as_millis() as u64;
         // The request outlives the deadline so a slow agent still sees it.
         let ttl = (cfg.drain_timeout.as_millis() as u64).max(1000) * 4 + 60_000;
         for id in &victims {
-            ops::leader_op(&self.fleet, &self.cfg.id, "drain", &[id.clone(), ttl.to_string(), deadline.to_string(), why.to_owned()]).await?;
+            ops::leader_op(
+                &self.fleet,
+                &self.cfg.id,
+                "drain",
+                &[
+                    id.clone(),
+                    ttl.to_string(),
+                    deadline.to_string(),
+                    why.to_owned(),
+                ],
+            )
+            .await?;
         }
         info!(workers = ?victims, reason = %why, "asked workers to drain");
-        self.event("scale_down", &[("by", by.into()), ("workers", victims.join(",")), ("reason", why.into())]).await;
+        self.event(
+            "scale_down",
+            &[
+                ("by", by.into()),
+                ("workers", victims.join(",")),
+                ("reason", why.into()),
+            ],
+        )
+        .await;
         Ok(())
     }
 }
-

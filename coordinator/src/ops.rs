@@ -24,7 +24,11 @@ pub enum ManualCommand {
 /// Queue a manual command for the leader. It is applied at the leader's next tick, within bounds.
 pub async fn push_command(fleet: &Fleet, cmd: &ManualCommand) -> Result<()> {
     let json = serde_json::to_string(cmd).map_err(|e| Error::Protocol(e.to_string()))?;
-    let _: () = fleet.conn().lpush(fleet.keys().commands(), json).await.map_err(|e| fleet.err(e))?;
+    let _: () = fleet
+        .conn()
+        .lpush(fleet.keys().commands(), json)
+        .await
+        .map_err(|e| fleet.err(e))?;
     Ok(())
 }
 
@@ -37,12 +41,16 @@ pub struct Event {
 }
 
 fn event_time(id: &str) -> String {
-    id.split('-').next().and_then(|ms| ms.parse().ok()).map(rfc3339).unwrap_or_default()
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .map(rfc3339)
+        .unwrap_or_default()
 }
 
 /// The last `count` events, oldest first.
 pub async fn events(fleet: &Fleet, count: usize) -> Result<Vec<Event>> {
-    let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+    let rows: Vec<StreamRow> = redis::cmd("XREVRANGE")
         .arg(fleet.keys().events())
         .arg("+")
         .arg("-")
@@ -54,13 +62,25 @@ pub async fn events(fleet: &Fleet, count: usize) -> Result<Vec<Event>> {
     Ok(rows
         .into_iter()
         .rev()
-        .map(|(id, kv)| Event { time: event_time(&id), id, fields: kv.into_iter().collect() })
+        .map(|(id, kv)| Event {
+            time: event_time(&id),
+            id,
+            fields: kv.into_iter().collect(),
+        })
         .collect())
 }
 
+/// One stream entry: id and field/value pairs.
+type StreamRow = (String, Vec<(String, String)>);
+
 /// Events after `after` (blocking up to `block_ms`), for `events --follow`.
-pub async fn events_after(fleet: &Fleet, conn: &mut redis::aio::MultiplexedConnection, after: &str, block_ms: u64) -> Result<Vec<Event>> {
-    let reply: Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>> = redis::cmd("XREAD")
+pub async fn events_after(
+    fleet: &Fleet,
+    conn: &mut redis::aio::MultiplexedConnection,
+    after: &str,
+    block_ms: u64,
+) -> Result<Vec<Event>> {
+    let reply: Option<Vec<(String, Vec<StreamRow>)>> = redis::cmd("XREAD")
         .arg("BLOCK")
         .arg(block_ms)
         .arg("STREAMS")
@@ -73,7 +93,11 @@ pub async fn events_after(fleet: &Fleet, conn: &mut redis::aio::MultiplexedConne
         .unwrap_or_default()
         .into_iter()
         .flat_map(|(_, rows)| rows)
-        .map(|(id, kv)| Event { time: event_time(&id), id, fields: kv.into_iter().collect() })
+        .map(|(id, kv)| Event {
+            time: event_time(&id),
+            id,
+            fields: kv.into_iter().collect(),
+        })
         .collect())
 }
 
@@ -94,13 +118,23 @@ pub async fn leader(fleet: &Fleet) -> Result<Option<Leader>> {
         .query_async(&mut fleet.conn())
         .await
         .map_err(|e| fleet.err(e))?;
-    Ok(id.map(|id| Leader { id, epoch: epoch.unwrap_or(0), lease_ms_left: ttl }))
+    Ok(id.map(|id| Leader {
+        id,
+        epoch: epoch.unwrap_or(0),
+        lease_ms_left: ttl,
+    }))
 }
 
 /// The policy's memory, as stored by the leader (empty when missing or unreadable).
 pub async fn history(fleet: &Fleet) -> Result<History> {
-    let json: Option<String> = fleet.conn().hget(fleet.keys().scaling(), "history").await.map_err(|e| fleet.err(e))?;
-    Ok(json.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default())
+    let json: Option<String> = fleet
+        .conn()
+        .hget(fleet.keys().scaling(), "history")
+        .await
+        .map_err(|e| fleet.err(e))?;
+    Ok(json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default())
 }
 
 /// Append an event (leader only; returns false when `me` is not the leader).
@@ -110,7 +144,10 @@ pub async fn append_event(fleet: &Fleet, me: &str, fields: &[(&str, String)]) ->
     for (k, v) in fields {
         inv.arg(*k).arg(v);
     }
-    let r: String = inv.invoke_async(&mut fleet.conn()).await.map_err(|e| fleet.err(e))?;
+    let r: String = inv
+        .invoke_async(&mut fleet.conn())
+        .await
+        .map_err(|e| fleet.err(e))?;
     Ok(r == "ok")
 }
 
@@ -121,7 +158,10 @@ pub async fn leader_op(fleet: &Fleet, me: &str, op: &str, args: &[String]) -> Re
     for a in args {
         inv.arg(a);
     }
-    let r: String = inv.invoke_async(&mut fleet.conn()).await.map_err(|e| fleet.err(e))?;
+    let r: String = inv
+        .invoke_async(&mut fleet.conn())
+        .await
+        .map_err(|e| fleet.err(e))?;
     Ok(r == "ok")
 }
 
@@ -155,7 +195,11 @@ pub async fn status(fleet: &Fleet) -> Result<Status> {
         };
         *workers.entry(name.to_owned()).or_insert(0) += 1;
     }
-    let last_decision = events(fleet, 200).await?.into_iter().rev().find(|e| e.fields.get("type").map(String::as_str) == Some("decision"));
+    let last_decision = events(fleet, 200)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|e| e.fields.get("type").map(String::as_str) == Some("decision"));
     Ok(Status {
         workers,
         warming: m.warming,
@@ -184,5 +228,9 @@ pub async fn evaluate(fleet: &Fleet) -> Result<Evaluation> {
     let m = snap.metrics(&cfg);
     let h = history(fleet).await?;
     let (decision, _) = policy::decide(&m, &cfg, &h, snap.now_ms);
-    Ok(Evaluation { utilization: m.utilization(), decision, metrics: m })
+    Ok(Evaluation {
+        utilization: m.utilization(),
+        decision,
+        metrics: m,
+    })
 }

@@ -150,8 +150,29 @@ pub fn worker_detail(w: &WorkerInfo) -> String {
 pub fn status(st: &Status) -> String {
     let mut s = String::new();
     let workers: Vec<String> = st.workers.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let _ = writeln!(s, "{:<14}{}{}", "workers", if workers.is_empty() { "none".to_owned() } else { workers.join(", ") }, if st.warming > 0 { format!(", {} warming up", st.warming) } else { String::new() });
-    let _ = writeln!(s, "{:<14}{}/{} slots ({:.0}%)", "utilization", st.running, st.capacity, st.utilization * 100.0);
+    let _ = writeln!(
+        s,
+        "{:<14}{}{}",
+        "workers",
+        if workers.is_empty() {
+            "none".to_owned()
+        } else {
+            workers.join(", ")
+        },
+        if st.warming > 0 {
+            format!(", {} warming up", st.warming)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{:<14}{}/{} slots ({:.0}%)",
+        "utilization",
+        st.running,
+        st.capacity,
+        st.utilization * 100.0
+    );
     let q = &st.queue;
     let _ = writeln!(
         s,
@@ -175,7 +196,11 @@ pub fn status(st: &Status) -> String {
     );
     match &st.leader {
         Some(l) => {
-            let _ = writeln!(s, "{:<14}{} (epoch {}, lease {}ms left)", "leader", l.id, l.epoch, l.lease_ms_left);
+            let _ = writeln!(
+                s,
+                "{:<14}{} (epoch {}, lease {}ms left)",
+                "leader", l.id, l.epoch, l.lease_ms_left
+            );
         }
         None => {
             let _ = writeln!(s, "{:<14}none: no coordinator is running", "leader");
@@ -183,7 +208,16 @@ pub fn status(st: &Status) -> String {
     }
     if let Some(e) = &st.last_decision {
         let f = |k: &str| e.fields.get(k).cloned().unwrap_or_default();
-        let _ = writeln!(s, "{:<14}{} {} (current {}, desired {}): {}", "last decision", e.time, f("action"), f("current"), f("desired"), f("reason"));
+        let _ = writeln!(
+            s,
+            "{:<14}{} {} (current {}, desired {}): {}",
+            "last decision",
+            e.time,
+            f("action"),
+            f("current"),
+            f("desired"),
+            f("reason")
+        );
     }
     s
 }
@@ -218,7 +252,10 @@ pub fn event(e: &Event, json: bool) -> anyhow::Result<()> {
 
 /// `renderfleet schedule list`.
 pub fn schedules(all: &[Schedule]) -> String {
-    let mut s = format!("{:<24} {:<16} {:<12} {:>10} {:<26} {:>7} {}\n", "NAME", "WORLD", "RENDERER", "EVERY", "NEXT", "SKIPPED", "LAST JOB");
+    let mut s = format!(
+        "{:<24} {:<16} {:<12} {:>10} {:<26} {:>7} {}\n",
+        "NAME", "WORLD", "RENDERER", "EVERY", "NEXT", "SKIPPED", "LAST JOB"
+    );
     for x in all {
         let _ = writeln!(
             s,

@@ -40,15 +40,28 @@ pub enum Fired {
 }
 
 /// Validate and store a schedule; it fires first at `now + every` unless `now_too`.
-pub async fn add(fleet: &Fleet, spec: &JobSpec, name: Option<String>, every: Duration, now_too: bool) -> Result<Schedule> {
+pub async fn add(
+    fleet: &Fleet,
+    spec: &JobSpec,
+    name: Option<String>,
+    every: Duration,
+    now_too: bool,
+) -> Result<Schedule> {
     let profiles = fleet.profiles().await?;
     profiles.validate(spec)?;
     if every < Duration::from_secs(1) {
         return Err(Error::InvalidJob("--every must be at least 1s".into()));
     }
     let name = name.unwrap_or_else(|| format!("{}-{}", spec.world, spec.renderer));
-    validate_job_id(&name).map_err(|_| Error::InvalidJob(format!("schedule name '{name}' must be 1-128 characters of A-Z a-z 0-9 _ . : -")))?;
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut fleet.conn()).await.map_err(|e| fleet.err(e))?;
+    validate_job_id(&name).map_err(|_| {
+        Error::InvalidJob(format!(
+            "schedule name '{name}' must be 1-128 characters of A-Z a-z 0-9 _ . : -"
+        ))
+    })?;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut fleet.conn())
+        .await
+        .map_err(|e| fleet.err(e))?;
     let now = secs * 1000 + micros / 1000;
     let every_ms = every.as_millis() as u64;
     let s = Schedule {
@@ -63,13 +76,21 @@ pub async fn add(fleet: &Fleet, spec: &JobSpec, name: Option<String>, every: Dur
         skipped: 0,
     };
     let json = serde_json::to_string(&s).map_err(|e| Error::Protocol(e.to_string()))?;
-    let _: () = fleet.conn().hset(fleet.keys().schedules(), &name, json).await.map_err(|e| fleet.err(e))?;
+    let _: () = fleet
+        .conn()
+        .hset(fleet.keys().schedules(), &name, json)
+        .await
+        .map_err(|e| fleet.err(e))?;
     Ok(s)
 }
 
 /// Every schedule (unreadable entries are skipped with a warning).
 pub async fn list(fleet: &Fleet) -> Result<Vec<Schedule>> {
-    let h: HashMap<String, String> = fleet.conn().hgetall(fleet.keys().schedules()).await.map_err(|e| fleet.err(e))?;
+    let h: HashMap<String, String> = fleet
+        .conn()
+        .hgetall(fleet.keys().schedules())
+        .await
+        .map_err(|e| fleet.err(e))?;
     let mut out: Vec<Schedule> = h
         .iter()
         .filter_map(|(name, json)| match serde_json::from_str(json) {
@@ -86,7 +107,11 @@ pub async fn list(fleet: &Fleet) -> Result<Vec<Schedule>> {
 
 /// Remove a schedule; error when there is none of that name.
 pub async fn remove(fleet: &Fleet, name: &str) -> Result<()> {
-    let n: u64 = fleet.conn().hdel(fleet.keys().schedules(), name).await.map_err(|e| fleet.err(e))?;
+    let n: u64 = fleet
+        .conn()
+        .hdel(fleet.keys().schedules(), name)
+        .await
+        .map_err(|e| fleet.err(e))?;
     if n == 0 {
         return Err(Error::Config(format!("no schedule named '{name}'")));
     }
@@ -96,7 +121,11 @@ pub async fn remove(fleet: &Fleet, name: &str) -> Result<()> {
 /// Fire every due schedule (leader only: the schedule update is a leader-checked compare-and-set,
 /// and the job id is derived from the slot, so a second leader firing the same slot is a no-op).
 pub async fn fire_due(fleet: &Fleet, leader: &str, now: u64) -> Result<Vec<Fired>> {
-    let h: HashMap<String, String> = fleet.conn().hgetall(fleet.keys().schedules()).await.map_err(|e| fleet.err(e))?;
+    let h: HashMap<String, String> = fleet
+        .conn()
+        .hgetall(fleet.keys().schedules())
+        .await
+        .map_err(|e| fleet.err(e))?;
     let mut out = Vec::new();
     let mut profiles = None;
     for (name, json) in h {
@@ -114,7 +143,10 @@ pub async fn fire_due(fleet: &Fleet, leader: &str, now: u64) -> Result<Vec<Fired
         let live = live_render(fleet, &s).await?;
         let fired = if let Some(because) = live {
             s.skipped += 1;
-            Fired::Skipped { schedule: name.clone(), because }
+            Fired::Skipped {
+                schedule: name.clone(),
+                because,
+            }
         } else {
             if profiles.is_none() {
                 profiles = Some(fleet.profiles().await?);
@@ -127,15 +159,23 @@ pub async fn fire_due(fleet: &Fleet, leader: &str, now: u64) -> Result<Vec<Fired
                 id: Some(format!("sched:{name}:{slot}")),
                 ..Default::default()
             };
-            let profiles = profiles.as_ref().ok_or_else(|| Error::Protocol("profiles".into()))?;
+            let profiles = profiles
+                .as_ref()
+                .ok_or_else(|| Error::Protocol("profiles".into()))?;
             match fleet.submit(&spec, profiles).await {
                 Ok(sub) => {
                     s.last_job = Some(sub.id.clone());
-                    Fired::Queued { schedule: name.clone(), job: sub.id }
+                    Fired::Queued {
+                        schedule: name.clone(),
+                        job: sub.id,
+                    }
                 }
                 Err(e) if !e.is_transient() => {
                     s.skipped += 1;
-                    Fired::Skipped { schedule: name.clone(), because: e.to_string() }
+                    Fired::Skipped {
+                        schedule: name.clone(),
+                        because: e.to_string(),
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -163,16 +203,26 @@ pub async fn fire_due(fleet: &Fleet, leader: &str, now: u64) -> Result<Vec<Fired
 async fn live_render(fleet: &Fleet, s: &Schedule) -> Result<Option<String>> {
     if let Some(id) = &s.last_job {
         if let Some(j) = fleet.job(id).await? {
-            if matches!(j.state, JobState::Queued | JobState::Running | JobState::Failed) {
+            if matches!(
+                j.state,
+                JobState::Queued | JobState::Running | JobState::Failed
+            ) {
                 return Ok(Some(format!("its last job {id} is still {}", j.state)));
             }
         }
     }
-    let holder: Option<String> = fleet.conn().get(fleet.keys().lock(&s.world, &s.renderer)).await.map_err(|e| fleet.err(e))?;
+    let holder: Option<String> = fleet
+        .conn()
+        .get(fleet.keys().lock(&s.world, &s.renderer))
+        .await
+        .map_err(|e| fleet.err(e))?;
     if let Some(h) = holder {
         if let Some(j) = fleet.job(&h).await? {
             if j.state == JobState::Running {
-                return Ok(Some(format!("job {h} is rendering {} with {}", s.world, s.renderer)));
+                return Ok(Some(format!(
+                    "job {h} is rendering {} with {}",
+                    s.world, s.renderer
+                )));
             }
         }
     }

@@ -87,26 +87,42 @@ pub async fn snapshot(fleet: &Fleet, cfg: &PolicyConfig) -> Result<Snapshot> {
     let k = fleet.keys();
     let mut c = fleet.conn();
     let mut p = redis::pipe();
-    p.cmd("TIME").cmd("ZRANGE").arg(k.workers()).arg(0).arg(-1).arg("WITHSCORES");
+    // A stream or group that does not exist yet (no agent or submit so far) reads as empty.
+    p.ignore_errors();
+    p.cmd("TIME")
+        .cmd("ZRANGE")
+        .arg(k.workers())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES");
     p.hgetall(k.warming()).hgetall(k.draining());
     for pr in Priority::ALL {
         p.cmd("XLEN").arg(k.stream(pr));
-        p.cmd("XPENDING").arg(k.stream(pr)).arg(renderfleet_shared::keys::GROUP);
+        p.cmd("XPENDING")
+            .arg(k.stream(pr))
+            .arg(renderfleet_shared::keys::GROUP);
     }
     p.cmd("ZCARD").arg(k.delayed()).cmd("ZCARD").arg(k.dead());
     let replies: Vec<Value> = p.query_async(&mut c).await.map_err(|e| fleet.err(e))?;
     let (secs, micros): (u64, u64) = redis::from_redis_value(replies[0].clone())
         .map_err(|e| renderfleet_shared::Error::Protocol(format!("TIME: {e}")))?;
     let now_ms = secs * 1000 + micros / 1000;
-    let members: Vec<(String, f64)> = redis::from_redis_value(replies[1].clone()).unwrap_or_default();
-    let warming: HashMap<String, String> = redis::from_redis_value(replies[2].clone()).unwrap_or_default();
-    let draining: HashMap<String, String> = redis::from_redis_value(replies[3].clone()).unwrap_or_default();
+    let members: Vec<(String, f64)> =
+        redis::from_redis_value(replies[1].clone()).unwrap_or_default();
+    let warming: HashMap<String, String> =
+        redis::from_redis_value(replies[2].clone()).unwrap_or_default();
+    let draining: HashMap<String, String> =
+        redis::from_redis_value(replies[3].clone()).unwrap_or_default();
     let mut queue = Queue::default();
     for (i, _) in Priority::ALL.iter().enumerate() {
         let len: u64 = redis::from_redis_value(replies[4 + 2 * i].clone()).unwrap_or(0);
         // XPENDING summary: [count, min id, max id, consumers] (an error when the group is missing).
         let pending = match &replies[5 + 2 * i] {
-            Value::Array(a) => a.first().and_then(text).and_then(|s| s.parse().ok()).unwrap_or(0u64),
+            Value::Array(a) => a
+                .first()
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0u64),
             _ => 0,
         };
         queue.undelivered[i] = len.saturating_sub(pending);
@@ -118,21 +134,37 @@ pub async fn snapshot(fleet: &Fleet, cfg: &PolicyConfig) -> Result<Snapshot> {
     // Second round trip: every worker hash, and how many retries are due.
     let mut p = redis::pipe();
     for (id, _) in &members {
-        p.cmd("HMGET").arg(k.worker(id)).arg(&["status", "running", "capacity", "started_at", "last_heartbeat"][..]);
+        p.cmd("HMGET").arg(k.worker(id)).arg(
+            &[
+                "status",
+                "running",
+                "capacity",
+                "started_at",
+                "last_heartbeat",
+            ][..],
+        );
     }
     p.cmd("ZCOUNT").arg(k.delayed()).arg("-inf").arg(now_ms);
     let rows: Vec<Value> = p.query_async(&mut c).await.map_err(|e| fleet.err(e))?;
-    queue.due = rows.last().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(0);
+    queue.due = rows
+        .last()
+        .and_then(|v| redis::from_redis_value(v.clone()).ok())
+        .unwrap_or(0);
     let stale_after = cfg.heartbeat_interval.as_millis() as u64 * 2;
     let ttl = cfg.worker_ttl.as_millis() as u64;
     let mut workers = Vec::with_capacity(members.len());
     for ((id, score), row) in members.iter().zip(rows.iter()) {
         let f: Vec<Option<String>> = redis::from_redis_value(row.clone()).unwrap_or_default();
         let get = |i: usize| f.get(i).cloned().flatten();
-        let last = get(4).and_then(|v| v.parse::<u64>().ok()).unwrap_or(*score as u64);
+        let last = get(4)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(*score as u64);
         let age = now_ms.saturating_sub(last);
         let status = get(0);
-        let parsed = (get(1).and_then(|v| v.parse().ok()), get(2).and_then(|v| v.parse().ok()));
+        let parsed = (
+            get(1).and_then(|v| v.parse().ok()),
+            get(2).and_then(|v| v.parse().ok()),
+        );
         let readable = status.is_some() && parsed.0.is_some() && parsed.1.is_some();
         let health = if age > ttl {
             Health::Dead
@@ -161,20 +193,35 @@ pub async fn snapshot(fleet: &Fleet, cfg: &PolicyConfig) -> Result<Snapshot> {
             stopped: status.as_deref() == Some("stopped"),
         });
     }
-    let parse_map = |m: HashMap<String, String>| m.into_iter().filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect();
-    Ok(Snapshot { now_ms, workers, warming: parse_map(warming), draining: parse_map(draining), queue })
+    let parse_map = |m: HashMap<String, String>| {
+        m.into_iter()
+            .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+            .collect()
+    };
+    Ok(Snapshot {
+        now_ms,
+        workers,
+        warming: parse_map(warming),
+        draining: parse_map(draining),
+        queue,
+    })
 }
 
 impl Snapshot {
     /// The policy's inputs. Warming workers whose id already heartbeats are not counted twice.
     pub fn metrics(&self, cfg: &PolicyConfig) -> Metrics {
-        let mut m = Metrics { backlog: self.queue.backlog(), ..Default::default() };
+        let mut m = Metrics {
+            backlog: self.queue.backlog(),
+            ..Default::default()
+        };
         for w in &self.workers {
             if w.stale {
                 m.stale = true;
             }
-            let active = matches!(w.health, Health::Healthy | Health::Degraded | Health::Unhealthy)
-                && !self.draining.contains_key(&w.id);
+            let active = matches!(
+                w.health,
+                Health::Healthy | Health::Degraded | Health::Unhealthy
+            ) && !self.draining.contains_key(&w.id);
             if active {
                 m.active += 1;
                 m.running += w.running;
@@ -184,8 +231,13 @@ impl Snapshot {
                 }
             }
         }
-        let beating: std::collections::HashSet<&str> = self.workers.iter().map(|w| w.id.as_str()).collect();
-        let warming = self.warming.keys().filter(|id| !beating.contains(id.as_str())).count() as u32;
+        let beating: std::collections::HashSet<&str> =
+            self.workers.iter().map(|w| w.id.as_str()).collect();
+        let warming = self
+            .warming
+            .keys()
+            .filter(|id| !beating.contains(id.as_str()))
+            .count() as u32;
         m.warming = warming;
         m.capacity += warming * cfg.worker_capacity;
         m

@@ -660,7 +660,10 @@ impl Fleet {
         for (k, v) in hb.fields() {
             inv.arg(k).arg(v);
         }
-        let (now, drain): (u64, String) = inv.invoke_async(&mut self.conn()).await.map_err(|e| self.err(e))?;
+        let (now, drain): (u64, String) = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
         Ok((now, Some(drain).filter(|d| !d.is_empty())))
     }
 
@@ -678,17 +681,30 @@ impl Fleet {
         let orphans = self.settle(worker, &entries).await?;
         let mut out = Vec::new();
         for o in orphans {
-            let why = format!("worker {worker} stopped heartbeating; attempt {} handed back", o.attempt);
-            let r = self.finish(&o.id, o.attempt, worker, Outcome::Lost, None, &why).await?;
-            out.push((o.id, match r {
-                Finished::Recorded(s) => s,
-                Finished::Stale(s) => format!("stale:{s}"),
-            }));
+            let why = format!(
+                "worker {worker} stopped heartbeating; attempt {} handed back",
+                o.attempt
+            );
+            let r = self
+                .finish(&o.id, o.attempt, worker, Outcome::Lost, None, &why)
+                .await?;
+            out.push((
+                o.id,
+                match r {
+                    Finished::Recorded(s) => s,
+                    Finished::Stale(s) => format!("stale:{s}"),
+                },
+            ));
         }
         let mut c = self.conn();
         let mut p = redis::pipe();
         for pr in Priority::ALL {
-            p.cmd("XGROUP").arg("DELCONSUMER").arg(self.keys.stream(pr)).arg(GROUP).arg(worker).ignore();
+            p.cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(self.keys.stream(pr))
+                .arg(GROUP)
+                .arg(worker)
+                .ignore();
         }
         p.zrem(self.keys.workers(), worker).ignore();
         p.del(self.keys.drain(worker)).ignore();

@@ -471,3 +471,140 @@ pub fn completions(site: &Site, world: &str) -> Vec<String> {
 pub fn ns(test: &str) -> String {
     format!("t-{test}-{}", std::process::id())
 }
+
+/// A `renderfleet-coordinator` process. On drop it gets SIGTERM (so it drains the agents it
+/// started), then SIGKILL if it is still there after 15s.
+pub struct Coordinator {
+    pub child: Child,
+    pub id: String,
+    pub log: PathBuf,
+}
+
+impl Coordinator {
+    /// Start a coordinator with a fast tick; the process backend's agents use `site`.
+    pub fn start(
+        url: &str,
+        ns: &str,
+        site: &Site,
+        id: &str,
+        backend: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let log = site.path().join(format!(
+            "coordinator-{id}-{}.log",
+            renderfleet_shared::time::now_ms()
+        ));
+        let f = std::fs::File::create(&log)?;
+        let agent_args = format!(
+            "--worlds-dir {} --output-dir {} --renderers {} --heartbeat-interval 200ms --check-interval 100ms --kill-grace 2s",
+            site.path().join("worlds").display(),
+            site.path().join("output").display(),
+            site.path().join("renderers.toml").display()
+        );
+        let child = Command::new(bin("renderfleet-coordinator"))
+            .args([
+                "--id",
+                id,
+                "--backend",
+                backend,
+                "--tick",
+                "250ms",
+                "--lease-ttl",
+                "2s",
+                "--agent-stop-grace",
+                "10s",
+            ])
+            .args(["--worker-prefix", id])
+            .args(extra)
+            .env("REDIS_URL", url)
+            .env("RENDERFLEET_NAMESPACE", ns)
+            .env("RENDERFLEET_AGENT_ARGS", agent_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .context("starting renderfleet-coordinator")?;
+        Ok(Self {
+            child,
+            id: id.to_owned(),
+            log,
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reap (its agents are left running).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("coordinator {} did not stop within 15s", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Kill (SIGKILL) every agent process that heartbeats in namespace `ns` on this host: cleanup of
+/// agents orphaned by a killed coordinator.
+pub async fn kill_fleet_agents(fleet: &Fleet) {
+    for w in fleet.workers().await.unwrap_or_default() {
+        if w.pid > 1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Events of `kind` in the fleet's events stream (field maps).
+pub async fn events_of(
+    redis: &TestRedis,
+    fleet: &Fleet,
+    kind: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let mut c = match redis.conn().await {
+        Ok(c) => c,
+        Err(_) => return Vec::new(),
+    };
+    let rows: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(fleet.keys().events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    rows.into_iter()
+        .filter(|(_, f)| f.get("type").map(String::as_str) == Some(kind))
+        .map(|(id, mut f)| {
+            f.insert("id".into(), id);
+            f
+        })
+        .collect()
+}

@@ -39,7 +39,14 @@ pub struct ProcessBackend {
 impl ProcessBackend {
     /// Children run `bin run --worker-id <prefix>-<n> <args...>`.
     pub fn new(bin: PathBuf, args: Vec<String>, prefix: String, stop_grace: Duration) -> Self {
-        Self { bin, args, prefix, seq: 0, workers: HashMap::new(), stop_grace }
+        Self {
+            bin,
+            args,
+            prefix,
+            seq: 0,
+            workers: HashMap::new(),
+            stop_grace,
+        }
     }
 
     fn spawn(&self, id: &str) -> anyhow::Result<Child> {
@@ -80,14 +87,22 @@ impl Backend for ProcessBackend {
             let id = format!("{}-{}", self.prefix, self.seq);
             let child = self.spawn(&id)?;
             info!(worker = %id, pid = child.id(), "started agent process");
-            self.workers.insert(id.clone(), Worker { child, restarts: Vec::new() });
+            self.workers.insert(
+                id.clone(),
+                Worker {
+                    child,
+                    restarts: Vec::new(),
+                },
+            );
             ids.push(id);
         }
         Ok(ids)
     }
 
     async fn remove(&mut self, id: &str) -> anyhow::Result<bool> {
-        let Some(mut w) = self.workers.remove(id) else { return Ok(false) };
+        let Some(mut w) = self.workers.remove(id) else {
+            return Ok(false);
+        };
         if w.child.try_wait()?.is_none() {
             Self::stop(&mut w.child, self.stop_grace).await;
         }
@@ -105,17 +120,26 @@ impl Backend for ProcessBackend {
             if status.success() {
                 info!(worker = %id, "agent process exited cleanly");
                 self.workers.remove(&id);
-                events.push(BackendEvent { kind: "exited", worker: id, detail: "exit 0".into() });
+                events.push(BackendEvent {
+                    kind: "exited",
+                    worker: id,
+                    detail: "exit 0".into(),
+                });
                 continue;
             }
-            let Some(mut w) = self.workers.remove(&id) else { continue };
+            let Some(mut w) = self.workers.remove(&id) else {
+                continue;
+            };
             w.restarts.retain(|t| t.elapsed() < CRASH_WINDOW);
             if w.restarts.len() >= MAX_RESTARTS {
                 warn!(worker = %id, %status, "agent process keeps crashing; giving up on it");
                 events.push(BackendEvent {
                     kind: "crash_loop",
                     worker: id,
-                    detail: format!("{status}; {MAX_RESTARTS} restarts within {}s, not restarted", CRASH_WINDOW.as_secs()),
+                    detail: format!(
+                        "{status}; {MAX_RESTARTS} restarts within {}s, not restarted",
+                        CRASH_WINDOW.as_secs()
+                    ),
                 });
                 continue;
             }
@@ -124,10 +148,18 @@ impl Backend for ProcessBackend {
                     warn!(worker = %id, %status, "agent process died; restarted it with the same worker id");
                     w.restarts.push(Instant::now());
                     w.child = child;
-                    events.push(BackendEvent { kind: "restarted", worker: id.clone(), detail: status.to_string() });
+                    events.push(BackendEvent {
+                        kind: "restarted",
+                        worker: id.clone(),
+                        detail: status.to_string(),
+                    });
                     self.workers.insert(id, w);
                 }
-                Err(e) => events.push(BackendEvent { kind: "restart_failed", worker: id, detail: format!("{e:#}") }),
+                Err(e) => events.push(BackendEvent {
+                    kind: "restart_failed",
+                    worker: id,
+                    detail: format!("{e:#}"),
+                }),
             }
         }
         events
@@ -142,7 +174,10 @@ impl Backend for ProcessBackend {
             Self::signal(&w.child, Signal::SIGTERM);
         }
         for (id, mut w) in self.workers.drain() {
-            if tokio::time::timeout(self.stop_grace, w.child.wait()).await.is_err() {
+            if tokio::time::timeout(self.stop_grace, w.child.wait())
+                .await
+                .is_err()
+            {
                 warn!(worker = %id, "agent did not drain in time; killing it");
                 let _ = w.child.kill().await;
             }

@@ -43,7 +43,12 @@ struct Cli {
     #[arg(long, env = "RENDERFLEET_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
     /// Extra argument for agents the process backend starts (repeatable, e.g. --agent-arg=--capacity=4)
-    #[arg(long = "agent-arg", env = "RENDERFLEET_AGENT_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long = "agent-arg",
+        env = "RENDERFLEET_AGENT_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     agent_args: Vec<String>,
     /// Worker id prefix for the process backend [default: <hostname>-<pid>]
     #[arg(long, env = "RENDERFLEET_WORKER_PREFIX")]
@@ -54,7 +59,10 @@ struct Cli {
 }
 
 fn host() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "coordinator".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "coordinator".into())
 }
 
 fn main() -> ExitCode {
@@ -76,7 +84,10 @@ fn main() -> ExitCode {
         tick: cli.tick,
         lease_ttl: cli.lease_ttl,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("renderfleet-coordinator: cannot start the runtime: {e}");
@@ -97,7 +108,8 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|| PathBuf::from("renderfleet-agent"))
                 });
                 let prefix = cli.worker_prefix.clone().unwrap_or(me);
-                let backend = ProcessBackend::new(bin, cli.agent_args.clone(), prefix, cli.agent_stop_grace);
+                let backend =
+                    ProcessBackend::new(bin, cli.agent_args.clone(), prefix, cli.agent_stop_grace);
                 run(cfg, backend, shutdown).await
             }
         }
