@@ -92,7 +92,8 @@ pub async fn run<B: Backend>(
     Ok(())
 }
 
-struct Coordinator {
+/// One coordinator's state between ticks.
+pub struct Coordinator {
     fleet: Fleet,
     cfg: CoordinatorConfig,
     leading: bool,
@@ -101,6 +102,21 @@ struct Coordinator {
 }
 
 impl Coordinator {
+    /// A coordinator on a connected fleet (used by `run`, and by benchmarks to time single ticks).
+    pub fn new(fleet: Fleet, cfg: CoordinatorConfig) -> Self {
+        Self {
+            fleet,
+            cfg,
+            leading: false,
+            lease_at: None,
+        }
+    }
+
+    /// Whether this coordinator held the lease at its last tick.
+    pub fn is_leading(&self) -> bool {
+        self.leading
+    }
+
     /// The lease is fresh enough to act on (renewed less than half a TTL ago).
     fn may_act(&self) -> bool {
         self.lease_at
@@ -117,7 +133,8 @@ impl Coordinator {
         }
     }
 
-    async fn tick<B: Backend>(&mut self, backend: &mut B) -> Result<(), Error> {
+    /// One tick (see the module docs).
+    pub async fn tick<B: Backend>(&mut self, backend: &mut B) -> Result<(), Error> {
         let (leads, who): (i64, String) = scripts()
             .lease
             .arg(self.fleet.keys().prefix())

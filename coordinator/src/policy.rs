@@ -541,10 +541,7 @@ mod tests {
             downs, 0,
             "a quiet tick every other tick must not shrink the fleet"
         );
-        assert!(
-            ups <= 21,
-            "scale-ups are limited by the cooldown: {ups}"
-        );
+        assert!(ups <= 21, "scale-ups are limited by the cooldown: {ups}");
         assert_eq!(size, c.max_workers);
     }
 

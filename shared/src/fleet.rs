@@ -2,6 +2,8 @@
 //! agent, the coordinator and the CLI perform goes through here; transitions are Lua scripts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -19,10 +21,39 @@ use crate::renderer::{Profile, Profiles};
 use crate::scripts::scripts;
 use crate::worker::{Heartbeat, WorkerInfo};
 
+/// The shared connection, counting round trips (a pipeline or a script call is one).
+#[derive(Clone)]
+pub struct Conn {
+    inner: ConnectionManager,
+    trips: Arc<AtomicU64>,
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        self.inner.req_packed_command(cmd)
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        self.inner.req_packed_commands(pipeline, offset, count)
+    }
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
 /// Connected client of one fleet (namespace) on one Redis.
 #[derive(Clone)]
 pub struct Fleet {
-    conn: ConnectionManager,
+    conn: Conn,
     client: Client,
     keys: Keys,
     addr: String,
@@ -156,6 +187,10 @@ impl Fleet {
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(&addr, e))?;
+        let conn = Conn {
+            inner: conn,
+            trips: Arc::new(AtomicU64::new(0)),
+        };
         Ok(Self {
             conn,
             client,
@@ -175,8 +210,13 @@ impl Fleet {
     }
 
     /// A clone of the shared (multiplexed, reconnecting) connection.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Round trips made through [`Fleet::conn`] (by this client and its clones) so far.
+    pub fn round_trips(&self) -> u64 {
+        self.conn.trips.load(Ordering::Relaxed)
     }
 
     /// A separate connection for blocking reads, whose replies may take `block` to arrive.
