@@ -168,7 +168,8 @@ pub fn decide(m: &Metrics, c: &PolicyConfig, h: &History, now: u64) -> (Decision
         return (d, next);
     }
     if current < c.min_workers {
-        next.last_up_ms = Some(now);
+        // Reaching the floor does not start the scale-up cooldown: a burst right after start-up
+        // must not wait for it.
         let d = Decision {
             action: Action::ScaleUp(c.min_workers - current),
             desired: c.min_workers,

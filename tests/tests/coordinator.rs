@@ -527,3 +527,68 @@ async fn cli_admin_commands_read_and_write_redis() {
     let list = cli_ok(&url, &ns, &["config", "get"]);
     assert!(list.contains("scale_down_cooldown=1h"));
 }
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_act_and_redis_down_means_hold() {
+    let mut redis = TestRedis::start().unwrap();
+    let ns = ns("deposed");
+    let site = Site::new(&[]).unwrap();
+    fast_policy(&redis.url(), &ns, &["min_workers=0"]);
+    let fleet = redis.fleet(&ns).await.unwrap();
+    // Leader-checked writes by anyone but the lease holder are refused and change nothing.
+    let mut c = redis.conn().await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut c, fleet.keys().leader(), "someone-else")
+        .await
+        .unwrap();
+    for (op, args) in [
+        (
+            "drain",
+            vec!["w1".to_string(), "60000".into(), "0".into(), "stale".into()],
+        ),
+        ("history", vec!["{}".into()]),
+        ("event", vec!["type".into(), "decision".into()]),
+    ] {
+        assert!(
+            !renderfleet_coordinator::ops::leader_op(&fleet, "old-leader", op, &args)
+                .await
+                .unwrap(),
+            "{op}"
+        );
+    }
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(fleet.keys().drain("w1"))
+        .arg(fleet.keys().scaling())
+        .arg(fleet.keys().events())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    let _: () = redis::AsyncCommands::del(&mut c, fleet.keys().leader())
+        .await
+        .unwrap();
+
+    // Redis goes away under a running coordinator: it says so, holds, and does not exit.
+    let mut coord = Coordinator::start(&redis.url(), &ns, &site, "c1", "process", &[]).unwrap();
+    wait_for(T, "c1 to lead", || async {
+        events_of(&redis, &fleet, "leader").await.into_iter().next()
+    })
+    .await;
+    redis.stop();
+    wait_for(T, "the coordinator to report Redis down", || async {
+        coord
+            .log_text()
+            .contains("Redis unreachable: holding")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        coord.child.try_wait().unwrap().is_none(),
+        "the coordinator keeps running without Redis"
+    );
+    assert!(
+        !coord.log_text().contains("scaled up"),
+        "no action while blind"
+    );
+    assert!(coord.stop().unwrap().success());
+}
