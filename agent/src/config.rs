@@ -151,7 +151,7 @@ impl AgentConfig {
             worlds_dir: a.worlds_dir.clone(),
             output_dir: a.output_dir.clone(),
             log_dir,
-            renderers: a.renderers.clone(),
+            renderers: a.renderers.clone().filter(|p| !p.as_os_str().is_empty()),
             drain_timeout: a.drain_timeout,
             kill_grace: a.kill_grace,
             memory_threshold: a.memory_threshold,

@@ -21,7 +21,7 @@ umask 077
   echo "user agent on >$REDIS_AGENT_PASSWORD" \
     "~${p}job:* ~${p}stream:* ~${p}jobs ~${p}expiry ~${p}delayed ~${p}dead ~${p}lock:* ~${p}waiting:*" \
     "~${p}worker:* ~${p}workers ~${p}heartbeats ~${p}renderers" \
-    "-@all +@connection +ping +time +info +client|setinfo +evalsha +eval +script|load +script|exists" \
+    "-@all +@connection +ping +time +evalsha +eval +script|load +script|exists" \
     "+xreadgroup +xgroup|create +xpending +xrange +xadd +xack +xdel +xlen" \
     "+hset +hmset +hget +hmget +hgetall +hincrby +get +set +del +exists +lpop +rpush +ltrim +lrange +lrem" \
     "+zadd +zrem +zrange +zrangebyscore +zcount +zcard +pexpire +persist +pttl"

@@ -50,12 +50,7 @@ pub async fn run<B: Backend>(
     };
     fleet.ensure_groups().await?;
     info!(id = %cfg.id, backend = backend.name(), tick = ?cfg.tick, lease_ttl = ?cfg.lease_ttl, "coordinator starting");
-    let mut c = Coordinator {
-        fleet,
-        cfg,
-        leading: false,
-        lease_at: None,
-    };
+    let mut c = Coordinator::new(fleet, cfg);
     let mut tick = tokio::time::interval(c.cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_down = false;
@@ -99,6 +94,9 @@ pub struct Coordinator {
     leading: bool,
     /// When the lease was last renewed (local monotonic clock).
     lease_at: Option<Instant>,
+    /// When this coordinator became leader: it observes for one `worker_ttl` before scaling, so
+    /// workers that exist but have not heartbeated to it yet are not taken for missing.
+    leading_since: Option<Instant>,
 }
 
 impl Coordinator {
@@ -109,6 +107,7 @@ impl Coordinator {
             cfg,
             leading: false,
             lease_at: None,
+            leading_since: None,
         }
     }
 
@@ -145,8 +144,9 @@ impl Coordinator {
             .map_err(|e| self.fleet.err(e))?;
         let cfg = config::load(&self.fleet).await?;
         let snap = view::snapshot(&self.fleet, &cfg).await?;
-        // Reap and restart local workers whether leading or not: they are this process's children.
-        let backend_events = backend.maintain(&snap).await;
+        // Local workers (this process's children) are reaped and restarted whether leading or not;
+        // shared infrastructure (containers, services) only by the leader.
+        let backend_events = if leads == 1 || backend.local() { backend.maintain(&snap).await } else { Vec::new() };
         if leads != 1 {
             if self.leading {
                 warn!(leader = %who, "lost the leader lease; standing by");
@@ -158,6 +158,7 @@ impl Coordinator {
         self.lease_at = Some(Instant::now());
         if !self.leading {
             self.leading = true;
+            self.leading_since = Some(Instant::now());
             info!(epoch = %who, "leading");
             self.event(
                 "leader",
@@ -439,7 +440,14 @@ impl Coordinator {
     ) -> Result<(), Error> {
         let metrics = snap.metrics(cfg);
         let history = ops::history(&self.fleet).await?;
-        let (d, next) = policy::decide(&metrics, cfg, &history, snap.now_ms);
+        let (mut d, next) = policy::decide(&metrics, cfg, &history, snap.now_ms);
+        let observing = self.leading_since.is_some_and(|t| t.elapsed() < cfg.worker_ttl);
+        if observing && d.action != Action::Hold {
+            d.reason = format!("{}; holding: observing the fleet for one worker_ttl after taking the lease", d.reason);
+            d.action = Action::Hold;
+            d.desired = d.current;
+        }
+        let next = if observing { history.clone() } else { next };
         let inputs = serde_json::to_string(&metrics).unwrap_or_default();
         let mut next = next;
         if !backend.acts() {

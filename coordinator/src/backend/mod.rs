@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::view::Snapshot;
 
+pub mod docker;
 pub mod none;
 pub mod process;
 
@@ -25,6 +26,11 @@ pub trait Backend: Send {
     /// Whether this backend can act at all (`none` cannot).
     fn acts(&self) -> bool {
         true
+    }
+    /// Whether its workers are this process's own (local children: every coordinator maintains
+    /// its own), rather than shared infrastructure only the leader may touch.
+    fn local(&self) -> bool {
+        false
     }
     /// Start `n` workers; returns their worker ids (they are warming up until their first heartbeat).
     fn add(&mut self, n: u32) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send;

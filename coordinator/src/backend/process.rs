@@ -80,6 +80,10 @@ impl Backend for ProcessBackend {
         "process"
     }
 
+    fn local(&self) -> bool {
+        true
+    }
+
     async fn add(&mut self, n: u32) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::new();
         for _ in 0..n {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use renderfleet_coordinator::backend::docker::{DockerBackend, Template};
 use renderfleet_coordinator::backend::{none::NoneBackend, process::ProcessBackend};
 use renderfleet_coordinator::coordinator::{run, CoordinatorConfig};
 use renderfleet_shared::cli::{init_tracing, Common};
@@ -17,8 +18,27 @@ use tokio_util::sync::CancellationToken;
 enum BackendKind {
     /// Local renderfleet-agent child processes
     Process,
+    /// Worker containers through the Docker Engine API
+    Docker,
     /// Recommend only: decisions are recorded, nothing is started or stopped
     None,
+}
+
+fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b').trim_end_matches('i');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n >= 0.0)
+        .map(|n| (n * mult as f64) as i64)
+        .ok_or_else(|| format!("'{s}' is not a size like 512m or 1g"))
 }
 
 /// renderfleet coordinator: health, reclaim, scheduled renders and autoscaling, through Redis.
@@ -56,6 +76,30 @@ struct Cli {
     /// How long local agents get to drain when the coordinator stops
     #[arg(long, env = "RENDERFLEET_AGENT_STOP_GRACE", default_value = "60s", value_parser = parse_duration)]
     agent_stop_grace: Duration,
+    /// Docker backend: worker image
+    #[arg(long, env = "RENDERFLEET_DOCKER_IMAGE", default_value = "renderfleet/agent:latest")]
+    docker_image: String,
+    /// Docker backend: KEY=VALUE for workers (repeatable; comma-separated in the env var)
+    #[arg(long = "docker-env", env = "RENDERFLEET_DOCKER_ENV", value_delimiter = ',')]
+    docker_env: Vec<String>,
+    /// Docker backend: volume or bind, SOURCE:TARGET[:ro] (repeatable; comma-separated in the env var)
+    #[arg(long = "docker-volume", env = "RENDERFLEET_DOCKER_VOLUMES", value_delimiter = ',')]
+    docker_volumes: Vec<String>,
+    /// Docker backend: networks for workers (repeatable; comma-separated in the env var)
+    #[arg(long = "docker-network", env = "RENDERFLEET_DOCKER_NETWORKS", value_delimiter = ',')]
+    docker_networks: Vec<String>,
+    /// Docker backend: memory limit per worker
+    #[arg(long, env = "RENDERFLEET_DOCKER_MEMORY", default_value = "1g", value_parser = parse_bytes)]
+    docker_memory: i64,
+    /// Docker backend: CPUs per worker
+    #[arg(long, env = "RENDERFLEET_DOCKER_CPUS", default_value_t = 0.5)]
+    docker_cpus: f64,
+    /// Docker backend: `docker stop` timeout; keep it at least the agents' --drain-timeout
+    #[arg(long, env = "RENDERFLEET_DOCKER_STOP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    docker_stop_timeout: Duration,
+    /// Docker backend: container names (= worker ids) are <prefix>-<n> [default: rf-<namespace>-worker]
+    #[arg(long, env = "RENDERFLEET_DOCKER_NAME_PREFIX")]
+    docker_name_prefix: Option<String>,
 }
 
 fn host() -> String {
@@ -99,6 +143,19 @@ fn main() -> ExitCode {
         renderfleet_shared::signal::install(shutdown.clone())?;
         match cli.backend {
             BackendKind::None => run(cfg, NoneBackend, shutdown).await,
+            BackendKind::Docker => {
+                let template = Template {
+                    image: cli.docker_image.clone(),
+                    env: cli.docker_env.clone(),
+                    volumes: cli.docker_volumes.clone(),
+                    networks: cli.docker_networks.clone(),
+                    memory_bytes: cli.docker_memory,
+                    nano_cpus: (cli.docker_cpus * 1e9) as i64,
+                    stop_timeout: cli.docker_stop_timeout,
+                    name_prefix: cli.docker_name_prefix.clone().unwrap_or_else(|| format!("rf-{}-worker", cli.common.namespace)),
+                };
+                run(cfg, DockerBackend::new(template, &cli.common.namespace), shutdown).await
+            }
             BackendKind::Process => {
                 let bin = cli.agent_bin.clone().unwrap_or_else(|| {
                     std::env::current_exe()
