@@ -146,7 +146,11 @@ impl Coordinator {
         let snap = view::snapshot(&self.fleet, &cfg).await?;
         // Local workers (this process's children) are reaped and restarted whether leading or not;
         // shared infrastructure (containers, services) only by the leader.
-        let backend_events = if leads == 1 || backend.local() { backend.maintain(&snap).await } else { Vec::new() };
+        let backend_events = if leads == 1 || backend.local() {
+            backend.maintain(&snap).await
+        } else {
+            Vec::new()
+        };
         if leads != 1 {
             if self.leading {
                 warn!(leader = %who, "lost the leader lease; standing by");
@@ -375,7 +379,9 @@ impl Coordinator {
                         cfg.min_workers
                     );
                     if backend.acts() {
-                        self.scale_down(n, snap, cfg, &why, "manual", None).await?;
+                        let managed = backend.managed();
+                        self.scale_down(n, snap, cfg, &why, "manual", None, Some(&managed))
+                            .await?;
                         if n > 0 {
                             size -= n;
                             self.remember_manual(snap.now_ms, size, false).await?;
@@ -396,8 +402,16 @@ impl Coordinator {
                         )
                         .await;
                     } else if backend.acts() {
-                        self.scale_down(1, snap, cfg, "manual remove", "manual", Some(&worker))
-                            .await?;
+                        self.scale_down(
+                            1,
+                            snap,
+                            cfg,
+                            "manual remove",
+                            "manual",
+                            Some(&worker),
+                            None,
+                        )
+                        .await?;
                         size -= 1;
                     } else {
                         self.event(
@@ -441,9 +455,14 @@ impl Coordinator {
         let metrics = snap.metrics(cfg);
         let history = ops::history(&self.fleet).await?;
         let (mut d, next) = policy::decide(&metrics, cfg, &history, snap.now_ms);
-        let observing = self.leading_since.is_some_and(|t| t.elapsed() < cfg.worker_ttl);
+        let observing = self
+            .leading_since
+            .is_some_and(|t| t.elapsed() < cfg.worker_ttl);
         if observing && d.action != Action::Hold {
-            d.reason = format!("{}; holding: observing the fleet for one worker_ttl after taking the lease", d.reason);
+            d.reason = format!(
+                "{}; holding: observing the fleet for one worker_ttl after taking the lease",
+                d.reason
+            );
             d.action = Action::Hold;
             d.desired = d.current;
         }
@@ -480,7 +499,10 @@ impl Coordinator {
             Action::ScaleUp(n) => self.scale_up(n, backend, &d.reason, "policy").await,
             Action::ScaleDown(_) if !backend.acts() => Ok(()),
             Action::ScaleDown(n) => {
-                self.scale_down(n, snap, cfg, &d.reason, "policy", None)
+                // The policy only drains workers its backend manages: others (compose services,
+                // hand-started agents) would be restarted by whoever runs them.
+                let managed = backend.managed();
+                self.scale_down(n, snap, cfg, &d.reason, "policy", None, Some(&managed))
                     .await
             }
         }
@@ -531,6 +553,7 @@ impl Coordinator {
     }
 
     /// Ask `n` workers to drain: idle ones first, then the newest (or exactly `only`).
+    #[allow(clippy::too_many_arguments)]
     async fn scale_down(
         &self,
         n: u32,
@@ -539,6 +562,7 @@ impl Coordinator {
         why: &str,
         by: &str,
         only: Option<&str>,
+        among: Option<&[String]>,
     ) -> Result<(), Error> {
         if n == 0 || !self.may_act() {
             return Ok(());
@@ -554,6 +578,7 @@ impl Coordinator {
             })
             .filter(|w| !snap.draining.contains_key(&w.id))
             .filter(|w| only.is_none_or(|o| o == w.id))
+            .filter(|w| among.is_none_or(|a| a.contains(&w.id)))
             .collect();
         candidates.sort_by_key(|w| (w.running > 0, std::cmp::Reverse(w.started_at_ms)));
         let victims: Vec<String> = candidates

@@ -9,10 +9,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HealthStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HealthStatusEnum, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RestartContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use tracing::{info, warn};
@@ -57,7 +60,11 @@ pub struct DockerBackend {
 
 fn engine_error(e: &bollard::errors::Error) -> String {
     let s = e.to_string();
-    if s.contains("No such file") || s.contains("Connection refused") || s.contains("os error 2") || s.contains("os error 111") {
+    if s.contains("No such file")
+        || s.contains("Connection refused")
+        || s.contains("os error 2")
+        || s.contains("os error 111")
+    {
         format!("Docker engine unreachable (is /var/run/docker.sock mounted?): {s}")
     } else if s.contains("ermission denied") || s.contains("os error 13") {
         format!("Docker engine refused access to its socket: {s}")
@@ -69,15 +76,26 @@ fn engine_error(e: &bollard::errors::Error) -> String {
 impl DockerBackend {
     /// A backend for fleet `namespace`. Connecting is lazy and retried every tick.
     pub fn new(template: Template, namespace: &str) -> Self {
-        Self { docker: None, template, namespace: namespace.to_owned(), known: HashSet::new(), restarts: HashMap::new(), failing: false }
+        Self {
+            docker: None,
+            template,
+            namespace: namespace.to_owned(),
+            known: HashSet::new(),
+            restarts: HashMap::new(),
+            failing: false,
+        }
     }
 
     async fn docker(&mut self) -> anyhow::Result<Docker> {
         if let Some(d) = &self.docker {
             return Ok(d.clone());
         }
-        let d = Docker::connect_with_socket_defaults().map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
-        let d = d.negotiate_version().await.map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        let d = Docker::connect_with_socket_defaults()
+            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        let d = d
+            .negotiate_version()
+            .await
+            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
         self.docker = Some(d.clone());
         Ok(d)
     }
@@ -85,15 +103,24 @@ impl DockerBackend {
     fn filters(&self) -> HashMap<String, Vec<String>> {
         [(
             "label".to_owned(),
-            vec![format!("{LABEL_FLEET}={}", self.namespace), format!("{LABEL_ROLE}=worker")],
+            vec![
+                format!("{LABEL_FLEET}={}", self.namespace),
+                format!("{LABEL_ROLE}=worker"),
+            ],
         )]
         .into()
     }
 
     /// Our worker containers: (name, id, state, labels ok).
-    async fn list(&mut self) -> anyhow::Result<Vec<(String, String, Option<ContainerSummaryStateEnum>)>> {
+    async fn list(
+        &mut self,
+    ) -> anyhow::Result<Vec<(String, String, Option<ContainerSummaryStateEnum>)>> {
         let d = self.docker().await?;
-        let opts = ListContainersOptions { all: true, filters: Some(self.filters()), ..Default::default() };
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(self.filters()),
+            ..Default::default()
+        };
         let list = d.list_containers(Some(opts)).await.map_err(|e| {
             self.docker = None;
             anyhow::anyhow!(engine_error(&e))
@@ -103,7 +130,8 @@ impl DockerBackend {
             .filter(|c| {
                 // Belt and braces: never act on a container without both labels.
                 let l = c.labels.clone().unwrap_or_default();
-                l.get(LABEL_FLEET) == Some(&self.namespace) && l.get(LABEL_ROLE).map(String::as_str) == Some("worker")
+                l.get(LABEL_FLEET) == Some(&self.namespace)
+                    && l.get(LABEL_ROLE).map(String::as_str) == Some("worker")
             })
             .filter_map(|c| {
                 let name = c.labels.as_ref()?.get(LABEL_WORKER)?.clone();
@@ -138,18 +166,33 @@ impl DockerBackend {
                 nano_cpus: (t.nano_cpus > 0).then_some(t.nano_cpus),
                 init: Some(true),
                 // Crash restarts are the backend's job (it counts them); Docker restarts nothing.
-                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let opts = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
-        d.create_container(Some(opts), body).await.map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        let opts = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        d.create_container(Some(opts), body)
+            .await
+            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
         for net in t.networks.iter().skip(1) {
-            let req = bollard::models::NetworkConnectRequest { container: Some(name.to_owned()), endpoint_config: None };
-            d.connect_network(net, req).await.map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+            let req = bollard::models::NetworkConnectRequest {
+                container: Some(name.to_owned()),
+                endpoint_config: None,
+            };
+            d.connect_network(net, req)
+                .await
+                .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
         }
-        d.start_container(name, None::<StartContainerOptions>).await.map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        d.start_container(name, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
         self.known.insert(name.to_owned());
         Ok(())
     }
@@ -171,18 +214,39 @@ impl DockerBackend {
         let r = self.restarts.entry(name.to_owned()).or_default();
         r.retain(|t| t.elapsed() < window);
         if r.len() >= 5 {
-            events.push(BackendEvent { kind: "crash_loop", worker: name.to_owned(), detail: format!("{why}; 5 restarts within 5m, left alone") });
+            events.push(BackendEvent {
+                kind: "crash_loop",
+                worker: name.to_owned(),
+                detail: format!("{why}; 5 restarts within 5m, left alone"),
+            });
             return;
         }
         r.push(Instant::now());
         let Ok(d) = self.docker().await else { return };
         let t = self.template.stop_timeout.as_secs() as i32;
-        match d.restart_container(name, Some(RestartContainerOptions { t: Some(t), ..Default::default() })).await {
+        match d
+            .restart_container(
+                name,
+                Some(RestartContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
             Ok(()) => {
                 warn!(worker = %name, reason = %why, "restarted worker container");
-                events.push(BackendEvent { kind: "restarted", worker: name.to_owned(), detail: why.to_owned() });
+                events.push(BackendEvent {
+                    kind: "restarted",
+                    worker: name.to_owned(),
+                    detail: why.to_owned(),
+                });
             }
-            Err(e) => events.push(BackendEvent { kind: "restart_failed", worker: name.to_owned(), detail: engine_error(&e) }),
+            Err(e) => events.push(BackendEvent {
+                kind: "restart_failed",
+                worker: name.to_owned(),
+                detail: engine_error(&e),
+            }),
         }
     }
 }
@@ -211,10 +275,24 @@ impl Backend for DockerBackend {
         let d = self.docker().await?;
         let t = self.template.stop_timeout.as_secs() as i32;
         // Stop (SIGTERM, then SIGKILL after the timeout) if still running, then remove.
-        let _ = d.stop_container(id, Some(StopContainerOptions { t: Some(t), ..Default::default() })).await;
-        d.remove_container(id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
-            .await
-            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        let _ = d
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        d.remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
         self.known.remove(id);
         info!(worker = %id, "removed worker container");
         Ok(true)
@@ -233,7 +311,11 @@ impl Backend for DockerBackend {
             Err(e) => {
                 if !self.failing {
                     warn!(error = %e, "docker backend cannot reach the engine; observing only");
-                    events.push(BackendEvent { kind: "engine_unavailable", worker: String::new(), detail: e.to_string() });
+                    events.push(BackendEvent {
+                        kind: "engine_unavailable",
+                        worker: String::new(),
+                        detail: e.to_string(),
+                    });
                 }
                 self.failing = true;
                 return events;
@@ -257,29 +339,42 @@ impl Backend for DockerBackend {
                     if code == 0 || draining {
                         // Drained (asked to, or stopped cleanly): the coordinator removes it.
                         if !draining {
-                            events.push(BackendEvent { kind: "exited", worker: name.clone(), detail: "exit 0".into() });
+                            events.push(BackendEvent {
+                                kind: "exited",
+                                worker: name.clone(),
+                                detail: "exit 0".into(),
+                            });
                             let _ = self.remove(&name).await;
                         }
                     } else {
-                        self.restart(&name, &format!("container exited with {code}"), &mut events).await;
+                        self.restart(&name, &format!("container exited with {code}"), &mut events)
+                            .await;
                     }
                 }
                 Some(ContainerSummaryStateEnum::RUNNING) if !draining => {
                     let unhealthy = match self.docker().await {
-                        Ok(d) => d
-                            .inspect_container(&id, None::<InspectContainerOptions>)
-                            .await
-                            .ok()
-                            .and_then(|i| i.state)
-                            .and_then(|s| s.health)
-                            .and_then(|h| h.status)
-                            == Some(HealthStatusEnum::UNHEALTHY),
+                        Ok(d) => {
+                            d.inspect_container(&id, None::<InspectContainerOptions>)
+                                .await
+                                .ok()
+                                .and_then(|i| i.state)
+                                .and_then(|s| s.health)
+                                .and_then(|h| h.status)
+                                == Some(HealthStatusEnum::UNHEALTHY)
+                        }
                         Err(_) => false,
                     };
                     // Docker says unhealthy, or the worker stopped heartbeating while running.
-                    let silent = snap.workers.iter().any(|w| w.id == name && w.health == Health::Dead);
+                    let silent = snap
+                        .workers
+                        .iter()
+                        .any(|w| w.id == name && w.health == Health::Dead);
                     if unhealthy || silent {
-                        let why = if unhealthy { "Docker reports it unhealthy" } else { "running but not heartbeating" };
+                        let why = if unhealthy {
+                            "Docker reports it unhealthy"
+                        } else {
+                            "running but not heartbeating"
+                        };
                         self.restart(&name, why, &mut events).await;
                     }
                 }

@@ -77,16 +77,32 @@ struct Cli {
     #[arg(long, env = "RENDERFLEET_AGENT_STOP_GRACE", default_value = "60s", value_parser = parse_duration)]
     agent_stop_grace: Duration,
     /// Docker backend: worker image
-    #[arg(long, env = "RENDERFLEET_DOCKER_IMAGE", default_value = "renderfleet/agent:latest")]
+    #[arg(
+        long,
+        env = "RENDERFLEET_DOCKER_IMAGE",
+        default_value = "renderfleet/agent:latest"
+    )]
     docker_image: String,
     /// Docker backend: KEY=VALUE for workers (repeatable; comma-separated in the env var)
-    #[arg(long = "docker-env", env = "RENDERFLEET_DOCKER_ENV", value_delimiter = ',')]
+    #[arg(
+        long = "docker-env",
+        env = "RENDERFLEET_DOCKER_ENV",
+        value_delimiter = ','
+    )]
     docker_env: Vec<String>,
     /// Docker backend: volume or bind, SOURCE:TARGET[:ro] (repeatable; comma-separated in the env var)
-    #[arg(long = "docker-volume", env = "RENDERFLEET_DOCKER_VOLUMES", value_delimiter = ',')]
+    #[arg(
+        long = "docker-volume",
+        env = "RENDERFLEET_DOCKER_VOLUMES",
+        value_delimiter = ','
+    )]
     docker_volumes: Vec<String>,
     /// Docker backend: networks for workers (repeatable; comma-separated in the env var)
-    #[arg(long = "docker-network", env = "RENDERFLEET_DOCKER_NETWORKS", value_delimiter = ',')]
+    #[arg(
+        long = "docker-network",
+        env = "RENDERFLEET_DOCKER_NETWORKS",
+        value_delimiter = ','
+    )]
     docker_networks: Vec<String>,
     /// Docker backend: memory limit per worker
     #[arg(long, env = "RENDERFLEET_DOCKER_MEMORY", default_value = "1g", value_parser = parse_bytes)]
@@ -152,9 +168,17 @@ fn main() -> ExitCode {
                     memory_bytes: cli.docker_memory,
                     nano_cpus: (cli.docker_cpus * 1e9) as i64,
                     stop_timeout: cli.docker_stop_timeout,
-                    name_prefix: cli.docker_name_prefix.clone().unwrap_or_else(|| format!("rf-{}-worker", cli.common.namespace)),
+                    name_prefix: cli
+                        .docker_name_prefix
+                        .clone()
+                        .unwrap_or_else(|| format!("rf-{}-worker", cli.common.namespace)),
                 };
-                run(cfg, DockerBackend::new(template, &cli.common.namespace), shutdown).await
+                run(
+                    cfg,
+                    DockerBackend::new(template, &cli.common.namespace),
+                    shutdown,
+                )
+                .await
             }
             BackendKind::Process => {
                 let bin = cli.agent_bin.clone().unwrap_or_else(|| {
