@@ -15,7 +15,11 @@ acl=/run/renderfleet-users.acl
 mkdir -p /run
 umask 077
 {
-  echo "user default off"
+  # Nobody can log in as default ("off"), but it keeps its permissions: Redis 7.0 replays the AOF
+  # (MULTI/EXEC from scripts) as the default user, and an empty default user loses every job on
+  # restart.
+  # (It gets a random password nobody knows, which also keeps protected mode quiet.)
+  echo "user default off >$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') ~* &* +@all"
   echo "user admin on >$REDIS_ADMIN_PASSWORD ~${p}* &* +@all -@dangerous +info"
   echo "user coordinator on >$REDIS_COORDINATOR_PASSWORD ~${p}* &* +@all -@dangerous"
   echo "user agent on >$REDIS_AGENT_PASSWORD" \

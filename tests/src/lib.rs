@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use renderfleet_shared::Fleet;
 
+pub mod stack;
+
 /// A `redis-server` on a free loopback port in its own temp dir, killed on drop.
 pub struct TestRedis {
     child: Child,
