@@ -585,21 +585,25 @@ pub async fn kill_fleet_agents(fleet: &Fleet) {
     }
 }
 
-/// Events of `kind` in the fleet's events stream (field maps).
+/// Events of `kind` in the fleet's events stream (field maps, with the entry id as `id`).
 pub async fn events_of(
-    redis: &TestRedis,
+    _redis: &TestRedis,
     fleet: &Fleet,
     kind: &str,
 ) -> Vec<std::collections::HashMap<String, String>> {
-    let mut c = match redis.conn().await {
-        Ok(c) => c,
-        Err(_) => return Vec::new(),
-    };
+    fleet_events(fleet, kind).await
+}
+
+/// Events of `kind` in the fleet's events stream, read through the fleet's own connection.
+pub async fn fleet_events(
+    fleet: &Fleet,
+    kind: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
     let rows: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg(fleet.keys().events())
         .arg("-")
         .arg("+")
-        .query_async(&mut c)
+        .query_async(&mut fleet.conn())
         .await
         .unwrap_or_default();
     rows.into_iter()

@@ -183,28 +183,11 @@ async fn docker_kill_mid_render_completes_elsewhere_and_the_container_is_replace
         fleet.worker(&victim).await.ok().flatten()
     })
     .await;
-    let restarted = events_of_url(&fleet, "backend").await;
+    let restarted = fleet_events(&fleet, "backend").await;
     assert!(
         restarted.iter().any(|e| e.get("worker") == Some(&victim)),
         "{restarted:?}"
     );
-}
-
-async fn events_of_url(
-    fleet: &renderfleet_shared::Fleet,
-    kind: &str,
-) -> Vec<std::collections::HashMap<String, String>> {
-    let rows: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(fleet.keys().events())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut fleet.conn())
-        .await
-        .unwrap_or_default();
-    rows.into_iter()
-        .map(|(_, f)| f)
-        .filter(|f| f.get("type").map(String::as_str) == Some(kind))
-        .collect()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use crate::view::Snapshot;
 pub mod docker;
 pub mod none;
 pub mod process;
+pub mod swarm;
 
 /// Something a backend noticed or did on its own (reported in the events stream).
 #[derive(Clone, Debug, Serialize)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use renderfleet_coordinator::backend::docker::{DockerBackend, Template};
+use renderfleet_coordinator::backend::swarm::SwarmBackend;
 use renderfleet_coordinator::backend::{none::NoneBackend, process::ProcessBackend};
 use renderfleet_coordinator::coordinator::{run, CoordinatorConfig};
 use renderfleet_shared::cli::{init_tracing, Common};
@@ -20,6 +21,8 @@ enum BackendKind {
     Process,
     /// Worker containers through the Docker Engine API
     Docker,
+    /// Replicas of a Docker Swarm service (multi-host)
+    Swarm,
     /// Recommend only: decisions are recorded, nothing is started or stopped
     None,
 }
@@ -113,6 +116,13 @@ struct Cli {
     /// Docker backend: `docker stop` timeout; keep it at least the agents' --drain-timeout
     #[arg(long, env = "RENDERFLEET_DOCKER_STOP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     docker_stop_timeout: Duration,
+    /// Swarm backend: the service whose replicas are the workers
+    #[arg(
+        long,
+        env = "RENDERFLEET_SWARM_SERVICE",
+        default_value = "renderfleet_agent"
+    )]
+    swarm_service: String,
     /// Docker backend: container names (= worker ids) are <prefix>-<n> [default: rf-<namespace>-worker]
     #[arg(long, env = "RENDERFLEET_DOCKER_NAME_PREFIX")]
     docker_name_prefix: Option<String>,
@@ -159,6 +169,7 @@ fn main() -> ExitCode {
         renderfleet_shared::signal::install(shutdown.clone())?;
         match cli.backend {
             BackendKind::None => run(cfg, NoneBackend, shutdown).await,
+            BackendKind::Swarm => run(cfg, SwarmBackend::new(&cli.swarm_service), shutdown).await,
             BackendKind::Docker => {
                 let template = Template {
                     image: cli.docker_image.clone(),
