@@ -592,3 +592,65 @@ async fn a_deposed_leader_cannot_act_and_redis_down_means_hold() {
     );
     assert!(coord.stop().unwrap().success());
 }
+
+#[tokio::test]
+async fn docker_backend_without_a_socket_says_so_and_keeps_observing() {
+    let redis = TestRedis::start().unwrap();
+    let ns = ns("nosocket");
+    let site = Site::new(&["w1"]).unwrap();
+    fast_policy(&redis.url(), &ns, &["min_workers=2"]);
+    let fleet = redis.fleet(&ns).await.unwrap();
+    let missing = site.path().join("no-docker.sock");
+    let mut coord = Coordinator::start(
+        &redis.url(),
+        &ns,
+        &site,
+        "c1",
+        "docker",
+        &["--docker-socket", missing.to_str().unwrap()],
+    )
+    .unwrap();
+    wait_for(T, "the engine error on record", || async {
+        fleet_events(&fleet, "backend")
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "engine_unavailable")
+    })
+    .await;
+    let log = coord.log_text();
+    assert!(
+        log.contains("does not exist (mount /var/run/docker.sock"),
+        "{log}"
+    );
+    // Still observing: a dead worker's job is handed back through Redis.
+    let mut a = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("a").capacity(1))
+        .await
+        .unwrap();
+    let id = cli_ok(
+        &redis.url(),
+        &ns,
+        &[
+            "submit",
+            "--world",
+            "w1",
+            "--renderer",
+            "fake",
+            "--param",
+            "seconds=30",
+            "--max-attempts",
+            "3",
+        ],
+    );
+    wait_state(&fleet, &id, "running", T).await;
+    a.kill9();
+    let j = wait_state(&fleet, &id, "queued", T).await;
+    assert_eq!(j.attempt, 1);
+    assert!(
+        coord.child.try_wait().unwrap().is_none(),
+        "the coordinator keeps running"
+    );
+    assert!(fleet_events(&fleet, "scale_up_failed")
+        .await
+        .iter()
+        .any(|e| e["reason"].contains("does not exist")));
+}

@@ -46,6 +46,21 @@ pub struct Template {
     pub stop_timeout: Duration,
     /// Container names are `<prefix>-<n>`; the worker id is the container name.
     pub name_prefix: String,
+    /// Path of the Docker Engine socket.
+    pub socket: String,
+}
+
+/// Connect to the engine at `socket` and agree on an API version (this engine may be older than
+/// the client).
+pub async fn connect(socket: &str) -> anyhow::Result<Docker> {
+    if !std::path::Path::new(socket).exists() {
+        anyhow::bail!("Docker engine unreachable: socket {socket} does not exist (mount /var/run/docker.sock into the coordinator)");
+    }
+    let d = Docker::connect_with_socket(socket, 120, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+    d.negotiate_version()
+        .await
+        .map_err(|e| anyhow::anyhow!(engine_error(&e)))
 }
 
 /// The Docker backend.
@@ -90,12 +105,7 @@ impl DockerBackend {
         if let Some(d) = &self.docker {
             return Ok(d.clone());
         }
-        let d = Docker::connect_with_socket_defaults()
-            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
-        let d = d
-            .negotiate_version()
-            .await
-            .map_err(|e| anyhow::anyhow!(engine_error(&e)))?;
+        let d = connect(&self.template.socket).await?;
         self.docker = Some(d.clone());
         Ok(d)
     }

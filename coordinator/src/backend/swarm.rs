@@ -20,6 +20,7 @@ pub struct SwarmBackend {
     /// Worker ids (task container hostnames) of the service's running tasks, from the last tick.
     tasks: Vec<String>,
     failing: bool,
+    socket: String,
 }
 
 fn engine(e: bollard::errors::Error) -> anyhow::Error {
@@ -27,12 +28,14 @@ fn engine(e: bollard::errors::Error) -> anyhow::Error {
 }
 
 impl SwarmBackend {
-    pub fn new(service: &str) -> Self {
+    /// Scale `service` through the engine at `socket`.
+    pub fn new(service: &str, socket: &str) -> Self {
         Self {
             docker: None,
             service: service.to_owned(),
             tasks: Vec::new(),
             failing: false,
+            socket: socket.to_owned(),
         }
     }
 
@@ -40,11 +43,7 @@ impl SwarmBackend {
         if let Some(d) = &self.docker {
             return Ok(d.clone());
         }
-        let d = Docker::connect_with_socket_defaults()
-            .map_err(engine)?
-            .negotiate_version()
-            .await
-            .map_err(engine)?;
+        let d = super::docker::connect(&self.socket).await?;
         self.docker = Some(d.clone());
         Ok(d)
     }

@@ -116,6 +116,13 @@ struct Cli {
     /// Docker backend: `docker stop` timeout; keep it at least the agents' --drain-timeout
     #[arg(long, env = "RENDERFLEET_DOCKER_STOP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     docker_stop_timeout: Duration,
+    /// Docker and swarm backends: the engine's socket
+    #[arg(
+        long,
+        env = "RENDERFLEET_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
     /// Swarm backend: the service whose replicas are the workers
     #[arg(
         long,
@@ -169,7 +176,14 @@ fn main() -> ExitCode {
         renderfleet_shared::signal::install(shutdown.clone())?;
         match cli.backend {
             BackendKind::None => run(cfg, NoneBackend, shutdown).await,
-            BackendKind::Swarm => run(cfg, SwarmBackend::new(&cli.swarm_service), shutdown).await,
+            BackendKind::Swarm => {
+                run(
+                    cfg,
+                    SwarmBackend::new(&cli.swarm_service, &cli.docker_socket),
+                    shutdown,
+                )
+                .await
+            }
             BackendKind::Docker => {
                 let template = Template {
                     image: cli.docker_image.clone(),
@@ -183,6 +197,7 @@ fn main() -> ExitCode {
                         .docker_name_prefix
                         .clone()
                         .unwrap_or_else(|| format!("rf-{}-worker", cli.common.namespace)),
+                    socket: cli.docker_socket.clone(),
                 };
                 run(
                     cfg,
