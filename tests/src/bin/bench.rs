@@ -198,6 +198,147 @@ async fn main() -> anyhow::Result<()> {
     if a.suite == "all" || a.suite == "coordinator" {
         coordinator_suite(&a).await?;
     }
+    if a.suite == "all" || a.suite == "docker" {
+        docker_suite().await?;
+    }
+    Ok(())
+}
+
+/// `docker stats` memory of a container, in MiB.
+fn container_mem_mib(name: &str) -> anyhow::Result<f64> {
+    let out = renderfleet_tests::stack::docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}",
+        name,
+    ]);
+    let used = out.split('/').next().unwrap_or("").trim().to_owned();
+    let (num, unit) = used.split_at(
+        used.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(used.len()),
+    );
+    let n: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("docker stats said {out:?}"))?;
+    Ok(match unit {
+        "GiB" => n * 1024.0,
+        "KiB" => n / 1024.0,
+        "B" => n / 1024.0 / 1024.0,
+        _ => n,
+    })
+}
+
+/// Scale-up reaction time of the docker backend, and agent container memory.
+async fn docker_suite() -> anyhow::Result<()> {
+    use renderfleet_tests::stack::Stack;
+    let worlds: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    let stack = Stack::new(
+        "bench",
+        &worlds.iter().map(String::as_str).collect::<Vec<_>>(),
+        "docker",
+    )?;
+    stack.up(&["redis"])?;
+    let admin = stack.url("admin");
+    renderfleet_tests::cli_ok(
+        &admin,
+        &stack.ns,
+        &[
+            "config",
+            "set",
+            "min_workers=1",
+            "max_workers=2",
+            "heartbeat_interval=500ms",
+            "worker_ttl=2s",
+            "scale_up_cooldown=0s",
+            "scale_down_cooldown=1s",
+            "stabilization_window=2s",
+            "drain_timeout=5s",
+        ],
+    );
+    stack.up(&["redis", "coordinator"])?;
+    let fleet = Fleet::connect(&admin, &stack.ns).await?;
+    let profiles = loop {
+        if fleet.workers().await?.len() == 1 {
+            break fleet.profiles().await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let worker = fleet.workers().await?[0].id.clone();
+    let idle = container_mem_mib(&worker)?;
+
+    let mut reactions = Vec::new();
+    let mut busy = f64::NAN;
+    for round in 0..5 {
+        // One worker, idle.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while fleet.workers().await?.len() != 1 || fleet.workers().await?[0].running > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "fleet did not settle back to one idle worker"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let before: Vec<String> = fleet.workers().await?.into_iter().map(|w| w.id).collect();
+        let mut ids = Vec::new();
+        for w in &worlds {
+            let spec = JobSpec {
+                world: w.clone(),
+                renderer: "fake".into(),
+                params: [("seconds".to_string(), "30".to_string())].into(),
+                ..Default::default()
+            };
+            ids.push(fleet.submit(&spec, &profiles).await?.id);
+        }
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut fleet.conn()).await?;
+        let crossed = secs * 1000 + micros / 1000;
+        let new = loop {
+            if let Some(w) = fleet
+                .workers()
+                .await?
+                .into_iter()
+                .find(|w| !before.contains(&w.id))
+            {
+                break w;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no new worker within the deadline"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Its first heartbeat in the heartbeat stream (server time).
+        let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(fleet.keys().heartbeats())
+            .arg(crossed)
+            .arg("+")
+            .query_async(&mut fleet.conn())
+            .await?;
+        let first = rows
+            .iter()
+            .find(|(_, f)| f.iter().any(|(k, v)| k == "worker" && *v == new.id))
+            .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+            .unwrap_or(new.last_heartbeat_ms);
+        reactions.push(first.saturating_sub(crossed) as f64);
+        if round == 0 {
+            busy = container_mem_mib(&worker)?;
+        }
+        for id in &ids {
+            let _ = fleet.cancel(id).await;
+        }
+    }
+    reactions.sort_by(|x, y| x.total_cmp(y));
+    let med = percentile(&reactions, 50.0);
+    println!("docker backend scale-up reaction (backlog over threshold -> new container's first heartbeat), 5 runs: median {med:.0} ms, all {reactions:?}");
+    println!("agent container memory (docker stats): idle {idle:.1} MiB (target < 20), supervising a render {busy:.1} MiB");
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| scale-up reaction, median of 5 | {med:.0} ms |");
+    println!("| agent container memory idle | {idle:.1} MiB (target < 20 MiB) |");
+    println!("| agent container memory supervising a render | {busy:.1} MiB |");
     Ok(())
 }
 
