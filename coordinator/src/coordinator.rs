@@ -28,6 +28,8 @@ pub struct CoordinatorConfig {
     pub id: String,
     pub tick: Duration,
     pub lease_ttl: Duration,
+    /// The HTTP admin API, when enabled.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// Run until `shutdown`, then release the lease and stop the backend's workers.
@@ -51,6 +53,20 @@ pub async fn run<B: Backend>(
     fleet.ensure_groups().await?;
     info!(id = %cfg.id, backend = backend.name(), tick = ?cfg.tick, lease_ttl = ?cfg.lease_ttl, "coordinator starting");
     let mut c = Coordinator::new(fleet, cfg);
+    let server = c.cfg.http.clone().map(|h| {
+        let state = std::sync::Arc::new(crate::http::AppState {
+            fleet: c.fleet.clone(),
+            cfg: h,
+            leading: c.leading_flag.clone(),
+            redis_errors: c.redis_errors.clone(),
+        });
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(state, stop).await {
+                warn!(error = %e, "HTTP admin API stopped");
+            }
+        })
+    });
     let mut tick = tokio::time::interval(c.cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_down = false;
@@ -66,6 +82,10 @@ pub async fn run<B: Backend>(
             }
             Ok(()) => {}
             Err(e) if e.is_transient() => {
+                c.redis_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.leading_flag
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 if !redis_down {
                     warn!(error = %e, "Redis unreachable: holding, no scaling action until it is back");
                 }
@@ -84,6 +104,9 @@ pub async fn run<B: Backend>(
             .await;
     }
     backend.shutdown().await;
+    if let Some(s) = server {
+        let _ = s.await;
+    }
     Ok(())
 }
 
@@ -97,6 +120,9 @@ pub struct Coordinator {
     /// When this coordinator became leader: it observes for one `worker_ttl` before scaling, so
     /// workers that exist but have not heartbeated to it yet are not taken for missing.
     leading_since: Option<Instant>,
+    /// Shared with the HTTP API's metrics.
+    leading_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    redis_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Coordinator {
@@ -108,6 +134,8 @@ impl Coordinator {
             leading: false,
             lease_at: None,
             leading_since: None,
+            leading_flag: Default::default(),
+            redis_errors: Default::default(),
         }
     }
 
@@ -156,12 +184,16 @@ impl Coordinator {
                 warn!(leader = %who, "lost the leader lease; standing by");
             }
             self.leading = false;
+            self.leading_flag
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             self.lease_at = None;
             return Ok(());
         }
         self.lease_at = Some(Instant::now());
         if !self.leading {
             self.leading = true;
+            self.leading_flag
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             self.leading_since = Some(Instant::now());
             info!(epoch = %who, "leading");
             self.event(
@@ -218,6 +250,7 @@ impl Coordinator {
     async fn reclaim(&self, snap: &Snapshot, cfg: &PolicyConfig) -> Result<(), Error> {
         for w in snap.workers.iter().filter(|w| w.health == Health::Dead) {
             let jobs = self.fleet.reclaim_worker(&w.id).await?;
+            ops::count(&self.fleet, "reclaims", jobs.len() as i64).await;
             let _ = ops::leader_op(
                 &self.fleet,
                 &self.cfg.id,
@@ -530,6 +563,7 @@ impl Coordinator {
                     .await?;
                 }
                 info!(workers = ?ids, reason = %why, "scaled up");
+                ops::count(&self.fleet, &format!("scale_up:{by}"), 1).await;
                 self.event(
                     "scale_up",
                     &[
@@ -612,6 +646,7 @@ impl Coordinator {
             .await?;
         }
         info!(workers = ?victims, reason = %why, "asked workers to drain");
+        ops::count(&self.fleet, &format!("scale_down:{by}"), 1).await;
         self.event(
             "scale_down",
             &[

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod http;
 pub mod ops;
 pub mod output;
 pub mod policy;

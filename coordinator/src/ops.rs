@@ -234,3 +234,45 @@ pub async fn evaluate(fleet: &Fleet) -> Result<Evaluation> {
         metrics: m,
     })
 }
+
+/// Add `n` to a fleet-wide counter (`{ns}:stats`), for metrics. Failures are logged, not fatal.
+pub async fn count(fleet: &Fleet, field: &str, n: i64) {
+    let r: redis::RedisResult<i64> = fleet.conn().hincr(fleet.keys().stats(), field, n).await;
+    if let Err(e) = r {
+        tracing::debug!(field, error = %e, "could not count");
+    }
+}
+
+/// Per-worker share of the work, for `GET /api/scaling/load-balancer/stats`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerLoad {
+    pub id: String,
+    pub status: String,
+    pub jobs_taken: u64,
+    pub running: u32,
+    pub capacity: u32,
+    pub utilization: f64,
+    /// This worker's share of all jobs taken by live workers (0-1).
+    pub share: f64,
+}
+
+pub async fn load_balancer_stats(fleet: &Fleet) -> Result<Vec<WorkerLoad>> {
+    let ws = fleet.workers().await?;
+    let total: u64 = ws.iter().map(|w| w.jobs_taken).sum();
+    Ok(ws
+        .into_iter()
+        .map(|w| WorkerLoad {
+            share: if total == 0 {
+                0.0
+            } else {
+                w.jobs_taken as f64 / total as f64
+            },
+            id: w.id,
+            status: w.status.as_str().to_owned(),
+            jobs_taken: w.jobs_taken,
+            running: w.running,
+            capacity: w.capacity,
+            utilization: w.utilization,
+        })
+        .collect())
+}

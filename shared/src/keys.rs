@@ -11,6 +11,8 @@ use crate::job::Priority;
 pub const GROUP: &str = "workers";
 /// Lines of renderer output kept on a job (`job:<id>:log`); must match `LOG_LINES` in `lib.lua`.
 pub const LOG_LINES: usize = 200;
+/// Upper bounds (seconds) of the job duration histogram; must match `DURATION_BUCKETS` in `lib.lua`.
+pub const DURATION_BUCKETS: [u64; 9] = [1, 10, 60, 300, 900, 3600, 14400, 43200, 86400];
 /// Approximate length the heartbeat stream is trimmed to.
 pub const HEARTBEAT_STREAM_LEN: usize = 10_000;
 
@@ -141,6 +143,15 @@ impl Keys {
     pub fn draining(&self) -> String {
         format!("{}draining", self.prefix)
     }
+    /// Hash: fleet-wide counters for metrics (jobs by final state, attempts failed, reclaims,
+    /// scaling actions by direction and reason).
+    pub fn stats(&self) -> String {
+        format!("{}stats", self.prefix)
+    }
+    /// Hash: histogram of succeeded jobs' run time (`le_<seconds>` cumulative buckets, `sum_ms`, `count`).
+    pub fn durations(&self) -> String {
+        format!("{}stats:durations", self.prefix)
+    }
     /// Hash: scheduled renders, name -> JSON.
     pub fn schedules(&self) -> String {
         format!("{}schedules", self.prefix)
@@ -179,6 +190,8 @@ mod tests {
             k.warming(),
             k.draining(),
             k.schedules(),
+            k.stats(),
+            k.durations(),
         ] {
             assert!(key.starts_with("{rf}:"), "{key}");
         }

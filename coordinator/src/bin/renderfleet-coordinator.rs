@@ -116,6 +116,15 @@ struct Cli {
     /// Docker backend: `docker stop` timeout; keep it at least the agents' --drain-timeout
     #[arg(long, env = "RENDERFLEET_DOCKER_STOP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     docker_stop_timeout: Duration,
+    /// Serve the HTTP admin API, dashboard and /metrics on this address (off when unset)
+    #[arg(long, env = "RENDERFLEET_HTTP")]
+    http: Option<String>,
+    /// File holding the bearer token for the HTTP API (required for writes)
+    #[arg(long, env = "RENDERFLEET_HTTP_TOKEN_FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Serve GET requests without a token
+    #[arg(long, env = "RENDERFLEET_HTTP_PUBLIC_READS")]
+    http_public_reads: bool,
     /// Docker and swarm backends: the engine's socket
     #[arg(
         long,
@@ -153,6 +162,46 @@ fn main() -> ExitCode {
         eprintln!("renderfleet-coordinator: {e}");
         return ExitCode::from(64);
     }
+    let http = match &cli.http {
+        None => None,
+        Some(addr) => {
+            // A bare port means loopback: exposing the API is a choice, not a default.
+            let with_host = if addr.starts_with(':') {
+                format!("127.0.0.1{addr}")
+            } else {
+                addr.clone()
+            };
+            let addr = match with_host.parse::<std::net::SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    eprintln!("renderfleet-coordinator: --http '{addr}' is not an address like 127.0.0.1:8080");
+                    return ExitCode::from(64);
+                }
+            };
+            let token = match &cli.http_token_file {
+                None => None,
+                Some(p) => match std::fs::read_to_string(p) {
+                    Ok(t) if t.trim().len() >= 16 => Some(t.trim().to_owned()),
+                    Ok(_) => {
+                        eprintln!("renderfleet-coordinator: the token in {} must be at least 16 characters", p.display());
+                        return ExitCode::from(64);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "renderfleet-coordinator: cannot read --http-token-file {}: {e}",
+                            p.display()
+                        );
+                        return ExitCode::from(64);
+                    }
+                },
+            };
+            Some(renderfleet_coordinator::http::HttpConfig {
+                addr,
+                token,
+                public_reads: cli.http_public_reads,
+            })
+        }
+    };
     let me = format!("{}-{}", host(), std::process::id());
     let cfg = CoordinatorConfig {
         redis_url: cli.common.redis_url.clone(),
@@ -160,6 +209,7 @@ fn main() -> ExitCode {
         id: cli.id.clone().unwrap_or_else(|| me.clone()),
         tick: cli.tick,
         lease_ttl: cli.lease_ttl,
+        http,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -45,5 +45,6 @@ local delay = (tonumber(j[10]) or 10000) * (2 ^ (charged - 1))
 if delay > MAX_BACKOFF_MS then delay = MAX_BACKOFF_MS end
 delay = math.floor(delay)
 redis.call('HSET', k, 'state', 'failed', 'next_attempt_at', NOW + delay, 'updated_at', NOW, 'entry', '')
+redis.call('HINCRBY', P .. 'stats', 'attempts_failed', 1)
 redis.call('ZADD', P .. 'delayed', NOW + delay, id)
 return 'failed'

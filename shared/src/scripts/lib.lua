@@ -8,6 +8,8 @@ local GROUP = 'workers'
 local LOG_LINES = 200
 local MAX_BACKOFF_MS = 3600000
 local PRIORITIES = { 'high', 'normal', 'low' }
+-- Upper bounds (seconds) of the job duration histogram; must match shared::keys::DURATION_BUCKETS.
+local DURATION_BUCKETS = { 1, 10, 60, 300, 900, 3600, 14400, 43200, 86400 }
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -96,6 +98,19 @@ local function finalize(id, state, retention_ms, extra)
   end
   redis.call('HSET', k, unpack(fields))
   if state == 'dead' then redis.call('ZADD', P .. 'dead', NOW, id) end
+  redis.call('HINCRBY', P .. 'stats', 'jobs_' .. state, 1)
+  if state == 'succeeded' then
+    local started = tonumber(redis.call('HGET', k, 'started_at'))
+    if started then
+      local secs = (NOW - started) / 1000
+      local d = P .. 'stats:durations'
+      for _, le in ipairs(DURATION_BUCKETS) do
+        if secs <= le then redis.call('HINCRBY', d, 'le_' .. le, 1) end
+      end
+      redis.call('HINCRBY', d, 'count', 1)
+      redis.call('HINCRBY', d, 'sum_ms', NOW - started)
+    end
+  end
   redis.call('PEXPIRE', k, ret)
   redis.call('PEXPIRE', k .. ':log', ret)
   redis.call('ZADD', P .. 'expiry', NOW + ret, id)

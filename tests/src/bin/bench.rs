@@ -395,6 +395,7 @@ async fn coordinator_suite(a: &Args) -> anyhow::Result<()> {
             id: "bench".into(),
             tick: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(10),
+            http: None,
         };
         let mut coord = Coordinator::new(fleet.clone(), cfg);
         let mut backend = NoneBackend;
