@@ -66,6 +66,18 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// A body that could not be read as JSON: 413 when over the size limit, else 400.
+    fn body(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body over {BODY_LIMIT} bytes"),
+            )
+        } else {
+            Self::bad(e.body_text())
+        }
+    }
     fn bad(msg: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, "bad_request", msg.into())
     }
@@ -238,8 +250,13 @@ struct By {
     count: Option<u32>,
 }
 
-fn by(body: Option<Json<By>>) -> Result<u32, ApiError> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
+/// `{"by": N}` or `{"count": N}`; an empty body means 1.
+fn by(body: &[u8]) -> Result<u32, ApiError> {
+    let b: By = if body.iter().all(u8::is_ascii_whitespace) {
+        By::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("body: {e}")))?
+    };
     let n = b.by.or(b.count).unwrap_or(1);
     if n == 0 || n > 1000 {
         return Err(ApiError::bad("by/count must be 1-1000"));
@@ -263,18 +280,18 @@ async fn list_workers(State(st): State<Shared>) -> ApiResult {
         .map_err(|e| from_error(e, &st.redis_errors))?)
 }
 
-async fn add_workers(State(st): State<Shared>, body: Option<Json<By>>) -> ApiResult {
-    let n = by(body)?;
+async fn add_workers(State(st): State<Shared>, body: axum::body::Bytes) -> ApiResult {
+    let n = by(&body)?;
     push(&st, ManualCommand::ScaleUp { by: n }).await
 }
 
-async fn scale_up(State(st): State<Shared>, body: Option<Json<By>>) -> ApiResult {
-    let n = by(body)?;
+async fn scale_up(State(st): State<Shared>, body: axum::body::Bytes) -> ApiResult {
+    let n = by(&body)?;
     push(&st, ManualCommand::ScaleUp { by: n }).await
 }
 
-async fn scale_down(State(st): State<Shared>, body: Option<Json<By>>) -> ApiResult {
-    let n = by(body)?;
+async fn scale_down(State(st): State<Shared>, body: axum::body::Bytes) -> ApiResult {
+    let n = by(&body)?;
     push(&st, ManualCommand::ScaleDown { by: n }).await
 }
 
@@ -349,7 +366,7 @@ async fn set_config(
     State(st): State<Shared>,
     body: Result<Json<serde_json::Map<String, Value>>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let Json(map) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Json(map) = body.map_err(ApiError::body)?;
     if map.is_empty() {
         return Err(ApiError::bad("send at least one key"));
     }
@@ -400,7 +417,7 @@ async fn submit(
     State(st): State<Shared>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let Json(v) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Json(v) = body.map_err(ApiError::body)?;
     let spec = JobSpec::from_json(&v.to_string()).map_err(|e| ApiError::bad(e.to_string()))?;
     let profiles = st
         .fleet
