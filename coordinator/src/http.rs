@@ -241,27 +241,32 @@ async fn status(State(st): State<Shared>) -> ApiResult {
     ok(s)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct By {
-    #[serde(default)]
-    by: Option<u32>,
-    #[serde(default)]
-    count: Option<u32>,
-}
-
-/// `{"by": N}` or `{"count": N}`; an empty body means 1.
+/// `{"by": N}` or `{"count": N}` (integers 1-1000; `by` wins); an empty body means 1.
 fn by(body: &[u8]) -> Result<u32, ApiError> {
-    let b: By = if body.iter().all(u8::is_ascii_whitespace) {
-        By::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("body: {e}")))?
-    };
-    let n = b.by.or(b.count).unwrap_or(1);
-    if n == 0 || n > 1000 {
-        return Err(ApiError::bad("by/count must be 1-1000"));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(1);
     }
-    Ok(n)
+    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("body: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("body must be a JSON object"))?;
+    let mut out = None;
+    for (k, v) in obj {
+        if k != "by" && k != "count" {
+            return Err(ApiError::bad(format!(
+                "unknown field '{k}' (expected by or count)"
+            )));
+        }
+        // JSON Schema's integers include 2.0; null, strings and fractions are refused.
+        let n = v
+            .as_f64()
+            .filter(|n| n.fract() == 0.0 && (1.0..=1000.0).contains(n));
+        let n = n.ok_or_else(|| ApiError::bad(format!("{k} must be an integer 1-1000")))? as u32;
+        if k == "by" || out.is_none() {
+            out = Some(n);
+        }
+    }
+    Ok(out.unwrap_or(1))
 }
 
 async fn push(st: &AppState, cmd: ManualCommand) -> ApiResult {
@@ -405,7 +410,10 @@ async fn list_jobs(
         .map(str::parse::<JobState>)
         .transpose()
         .map_err(|e| ApiError::bad(e.to_string()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad("limit must be 1-1000"));
+    }
     ok(st
         .fleet
         .jobs(state, limit)
@@ -493,7 +501,11 @@ async fn events(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    ok(ops::events(&st.fleet, q.count.unwrap_or(50).clamp(1, 1000))
+    let count = q.count.unwrap_or(50);
+    if !(1..=1000).contains(&count) {
+        return Err(ApiError::bad("count must be 1-1000"));
+    }
+    ok(ops::events(&st.fleet, count)
         .await
         .map_err(|e| from_error(e, &st.redis_errors))?)
 }
