@@ -424,3 +424,130 @@ async fn the_openapi_document_matches_the_router() {
         );
     }
 }
+
+#[tokio::test]
+async fn openapi_is_valid_and_the_api_conforms_under_schemathesis() {
+    let (redis, ns, site, _coord, api, _fleet) = start("schemathesis", &[]).await;
+    let _agent = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("a1"))
+        .await
+        .unwrap();
+    let valid = Command::new("python3")
+        .args(["-c", "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../coordinator/openapi.json"))
+        .output()
+        .unwrap();
+    assert!(
+        valid.status.success(),
+        "openapi-spec-validator (pip; .ci/run installs it): {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    // Business rules that no schema can state are excluded: a renderer or config value that is
+    // well-formed but unknown is a 400 (positive_data_acceptance), and DELETE of a worker asks for
+    // a drain, so the worker stays visible until its jobs are done (use_after_free).
+    let out = Command::new("st")
+        .args([
+            "run",
+            &format!("{}/api/openapi.json", api.base),
+            "--header",
+            &format!("Authorization: Bearer {TOKEN}"),
+        ])
+        .args([
+            "--max-examples",
+            "15",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance,use_after_free",
+            "--seed",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn dashboard_in_headless_chromium_shows_the_fleet_and_updates() {
+    let (redis, ns, site, _coord, api, fleet) = start("dashboard", &["--http-public-reads"]).await;
+    let _agent = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("dash-worker"))
+        .await
+        .unwrap();
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let chromium = |extra: &[&str]| {
+        let profile = tempfile::tempdir().unwrap();
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+            ])
+            .args([
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=4000",
+                "--window-size=1400,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("{}/", api.base))
+            .output()
+            .unwrap()
+    };
+    let first = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        dom.contains("dash-worker"),
+        "the worker is not on the page:\n{dom}"
+    );
+    assert!(dom.contains("healthy"));
+    let log = String::from_utf8_lossy(&first.stderr);
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("CONSOLE")
+                && (l.contains("Uncaught") || l.contains("Error") || l.contains("error"))
+        })
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:?}"
+    );
+    // Submit a job: the next render of the page shows it.
+    let id = cli_ok(
+        &redis.url(),
+        &ns,
+        &[
+            "submit",
+            "--world",
+            "w1",
+            "--renderer",
+            "fake",
+            "--param",
+            "seconds=0.3",
+        ],
+    );
+    wait_state(&fleet, &id, "succeeded", T).await;
+    let second = chromium(&["--dump-dom"]);
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains(&id),
+        "the new job is not on the page"
+    );
+    let shot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let third = chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+}
