@@ -59,6 +59,7 @@ pub async fn run<B: Backend>(
             cfg: h,
             leading: c.leading_flag.clone(),
             redis_errors: c.redis_errors.clone(),
+            cache: Default::default(),
         });
         let stop = shutdown.clone();
         tokio::spawn(async move {

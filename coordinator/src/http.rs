@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,6 +51,31 @@ pub struct AppState {
     pub leading: Arc<AtomicBool>,
     /// Redis errors seen by this process (ticks and requests).
     pub redis_errors: Arc<AtomicU64>,
+    /// Recently rendered `/api/scaling/status` and `/metrics` bodies: under load many requests share
+    /// one read of the fleet instead of each scanning every worker.
+    pub cache: tokio::sync::Mutex<
+        std::collections::HashMap<&'static str, (std::time::Instant, Arc<String>)>,
+    >,
+}
+
+/// How long a rendered status or metrics body is reused.
+const CACHE_FOR: Duration = Duration::from_millis(250);
+
+/// The cached body for `key`, or render it with `make` (one renderer at a time per key).
+async fn cached<F, Fut>(st: &AppState, key: &'static str, make: F) -> Result<Arc<String>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String, ApiError>>,
+{
+    let mut cache = st.cache.lock().await;
+    if let Some((at, body)) = cache.get(key) {
+        if at.elapsed() < CACHE_FOR {
+            return Ok(body.clone());
+        }
+    }
+    let body = Arc::new(make().await?);
+    cache.insert(key, (std::time::Instant::now(), body.clone()));
+    Ok(body)
 }
 
 type Shared = Arc<AppState>;
@@ -235,10 +260,19 @@ async fn openapi() -> Response {
 }
 
 async fn status(State(st): State<Shared>) -> ApiResult {
-    let s = ops::status(&st.fleet)
-        .await
-        .map_err(|e| from_error(e, &st.redis_errors))?;
-    ok(s)
+    let body = cached(&st, "status", || async {
+        let s = ops::status(&st.fleet)
+            .await
+            .map_err(|e| from_error(e, &st.redis_errors))?;
+        serde_json::to_string(&s)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    })
+    .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        body.as_str().to_owned(),
+    )
+        .into_response())
 }
 
 /// `{"by": N}` or `{"count": N}` (integers 1-1000; `by` wins); an empty body means 1.
@@ -510,8 +544,20 @@ async fn events(
         .map_err(|e| from_error(e, &st.redis_errors))?)
 }
 
-/// Prometheus text format, read from Redis at scrape time.
-async fn metrics(State(st): State<Shared>, _h: HeaderMap) -> ApiResult {
+/// Prometheus text format, read from Redis at scrape time (reused for 250 ms under load).
+async fn metrics(State(st): State<Shared>) -> ApiResult {
+    let body = cached(&st, "metrics", || render_metrics(&st)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body.as_str().to_owned(),
+    )
+        .into_response())
+}
+
+async fn render_metrics(st: &AppState) -> Result<String, ApiError> {
     let f = &st.fleet;
     let cfg = config::load(f)
         .await
@@ -611,12 +657,5 @@ async fn metrics(State(st): State<Shared>, _h: HeaderMap) -> ApiResult {
     let _ = writeln!(o2, "# HELP renderfleet_leader Whether this coordinator holds the leader lease.\n# TYPE renderfleet_leader gauge\nrenderfleet_leader {}", u8::from(st.leading.load(Ordering::Relaxed)));
     let _ = writeln!(o2, "# HELP renderfleet_redis_errors_total Redis errors seen by this coordinator.\n# TYPE renderfleet_redis_errors_total counter\nrenderfleet_redis_errors_total {}", st.redis_errors.load(Ordering::Relaxed));
     o.push_str(&o2);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        o,
-    )
-        .into_response())
+    Ok(o)
 }

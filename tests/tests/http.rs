@@ -281,7 +281,7 @@ async fn every_endpoint_success_and_errors() {
     // Redis down: 503 with the stable error shape.
     let mut redis = redis;
     redis.stop();
-    let (s, e) = api.json("GET", "/api/scaling/status", None);
+    let (s, e) = api.json("GET", "/api/jobs", None);
     assert_eq!((s, error_code(&e)), (503, "redis_unavailable"), "{e}");
 }
 

@@ -198,8 +198,145 @@ async fn main() -> anyhow::Result<()> {
     if a.suite == "all" || a.suite == "coordinator" {
         coordinator_suite(&a).await?;
     }
+    if a.suite == "all" || a.suite == "http" {
+        http_suite().await?;
+    }
     if a.suite == "all" || a.suite == "docker" {
         docker_suite().await?;
+    }
+    Ok(())
+}
+
+/// Write `n` simulated workers' heartbeat keys directly (fresh for an hour).
+async fn simulate_workers(fleet: &Fleet, n: usize) -> anyhow::Result<()> {
+    let mut c = fleet.conn();
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+    let now = secs * 1000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            let id = format!("sim-{i}");
+            p.cmd("HSET")
+                .arg(fleet.keys().worker(&id))
+                .arg(
+                    &[
+                        ("id", id.clone()),
+                        ("status", "healthy".into()),
+                        ("running", (i % 3).to_string()),
+                        ("capacity", "2".into()),
+                        ("utilization", "0.5".into()),
+                        ("memory_used", "10485760".into()),
+                        ("memory_limit", "1073741824".into()),
+                        ("started_at", now.to_string()),
+                        ("last_heartbeat", (now + 3_600_000).to_string()),
+                    ][..],
+                )
+                .ignore();
+            p.zadd(fleet.keys().workers(), &id, now + 3_600_000)
+                .ignore();
+        }
+        let _: () = p.query_async(&mut c).await?;
+    }
+    Ok(())
+}
+
+/// p99 latency (ms) and requests/s from `wrk --latency` output.
+fn parse_wrk(text: &str) -> (f64, f64) {
+    let ms = |v: &str| -> f64 {
+        let v = v.trim();
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().unwrap_or(f64::NAN)
+        } else if let Some(x) = v.strip_suffix('s') {
+            x.parse::<f64>().unwrap_or(f64::NAN) * 1000.0
+        } else {
+            f64::NAN
+        }
+    };
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%").map(ms))
+        .unwrap_or(f64::NAN);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Requests/sec:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN);
+    (p99, rps)
+}
+
+/// The HTTP API under wrk with 1,000 simulated workers, and the tick's regularity meanwhile.
+async fn http_suite() -> anyhow::Result<()> {
+    let redis = TestRedis::start()?;
+    let ns = "bench-http";
+    let fleet = Fleet::connect(&redis.url(), ns).await?;
+    fleet.ensure_groups().await?;
+    simulate_workers(&fleet, 1000).await?;
+    let _: () = redis::cmd("HSET")
+        .arg(fleet.keys().config())
+        .arg(
+            &[
+                ("min_workers", "0"),
+                ("max_workers", "1000"),
+                ("worker_ttl", "10m"),
+            ][..],
+        )
+        .query_async(&mut fleet.conn())
+        .await?;
+    let site = Site::new(&[])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _coord = renderfleet_tests::Coordinator::start(
+        &redis.url(),
+        ns,
+        &site,
+        "bench",
+        "none",
+        &["--http", &addr, "--http-public-reads"],
+    )?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut rows = Vec::new();
+    for path in ["/api/scaling/status", "/metrics"] {
+        let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut fleet.conn()).await?;
+        let out = Command::new("wrk")
+            .args([
+                "-t2",
+                "-c16",
+                "-d8s",
+                "--latency",
+                &format!("http://{addr}{path}"),
+            ])
+            .output()
+            .context("running wrk (apt-get install wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (p99, rps) = parse_wrk(&text);
+        // Decision events the leader wrote during the load (one per 250ms tick expected).
+        let rows_ev: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(fleet.keys().events())
+            .arg(secs * 1000)
+            .arg("+")
+            .query_async(&mut fleet.conn())
+            .await?;
+        let times: Vec<u64> = rows_ev
+            .iter()
+            .filter(|(_, f)| f.iter().any(|(k, v)| k == "type" && v == "decision"))
+            .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
+            .collect();
+        let max_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        println!("wrk {path} (1,000 simulated workers, 16 connections, 8s): p99 {p99:.1} ms, {rps:.0} req/s; ticks meanwhile: {}, largest gap {max_gap} ms (tick 250 ms)", times.len());
+        rows.push((path, p99, rps, times.len(), max_gap));
+    }
+    println!();
+    println!("| endpoint | p99 | req/s | ticks during the run | largest gap between ticks |");
+    println!("|---|---|---|---|---|");
+    for (path, p99, rps, n, gap) in rows {
+        println!("| `{path}` | {p99:.1} ms | {rps:.0} | {n} | {gap} ms |");
     }
     Ok(())
 }
