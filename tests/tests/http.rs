@@ -551,3 +551,87 @@ async fn dashboard_in_headless_chromium_shows_the_fleet_and_updates() {
         String::from_utf8_lossy(&third.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_standby_serves_reads_and_queues_writes_for_the_leader_and_no_token_means_read_only() {
+    let (redis, ns, site, _leader, api, fleet) = start("standby", &[]).await;
+    // A second coordinator: standby (c1 leads), its own API.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token_file = site.path().join("token");
+    let _standby = Coordinator::start(
+        &redis.url(),
+        &ns,
+        &site,
+        "c2",
+        "none",
+        &[
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--http-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let standby = Api {
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for(T, "the standby's API", || async {
+        (standby.call("GET", "/api/scaling/health", None, None).0 != 0).then_some(())
+    })
+    .await;
+    let (s, st) = standby.json("GET", "/api/scaling/status", None);
+    assert_eq!((s, st["leader"]["id"].as_str()), (200, Some("c1")), "{st}");
+    let (s, q) = standby.json("POST", "/api/scaling/scale-up", Some(r#"{"by": 2}"#));
+    assert_eq!((s, q["leader"].as_str()), (202, Some("c1")));
+    // The leader takes the command from Redis (its next tick empties the queue).
+    wait_for(T, "the leader to take the command", || async {
+        let n: u64 = redis::AsyncCommands::llen(&mut fleet.conn(), fleet.keys().commands())
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    let _ = api;
+
+    // Without --http-token-file the API is read-only: writes get 403 (reads are served here
+    // because of --http-public-reads).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _ro = Coordinator::start(
+        &redis.url(),
+        &ns,
+        &site,
+        "c3",
+        "none",
+        &[
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--http-public-reads",
+        ],
+    )
+    .unwrap();
+    let ro = Api {
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for(T, "the read-only API", || async {
+        (ro.call("GET", "/api/scaling/health", None, None).0 != 0).then_some(())
+    })
+    .await;
+    assert_eq!(ro.call("GET", "/api/scaling/status", None, None).0, 200);
+    let (s, body) = ro.call(
+        "POST",
+        "/api/jobs",
+        Some("anything"),
+        Some(r#"{"world":"w1","renderer":"noop"}"#),
+    );
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("\"forbidden\""));
+    assert!(fleet.jobs(None, 10).await.unwrap().is_empty());
+}
