@@ -490,31 +490,8 @@ async fn coordinator_suite(a: &Args) -> anyhow::Result<()> {
         let fleet = Fleet::connect(&redis.url(), &ns).await?;
         fleet.ensure_groups().await?;
         // Simulated workers: heartbeat keys written directly, as agents would.
+        simulate_workers(&fleet, n).await?;
         let mut c = fleet.conn();
-        let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
-        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-            let mut p = redis::pipe();
-            for i in chunk {
-                let id = format!("sim-{i}");
-                let now = secs * 1000;
-                p.cmd("HSET")
-                    .arg(fleet.keys().worker(&id))
-                    .arg(
-                        &[
-                            ("id", id.clone()),
-                            ("status", "healthy".into()),
-                            ("running", (i % 3).to_string()),
-                            ("capacity", "2".into()),
-                            ("started_at", now.to_string()),
-                            ("last_heartbeat", (now + 3_600_000).to_string()),
-                        ][..],
-                    )
-                    .ignore();
-                p.zadd(fleet.keys().workers(), &id, now + 3_600_000)
-                    .ignore();
-            }
-            let _: () = p.query_async(&mut c).await?;
-        }
         let _: () = redis::cmd("HSET")
             .arg(fleet.keys().config())
             .arg(
