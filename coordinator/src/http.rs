@@ -622,14 +622,15 @@ async fn render_metrics(st: &AppState) -> Result<String, ApiError> {
     }
     let _ = writeln!(o2, "# HELP renderfleet_attempts_failed_total Attempts that failed and were scheduled for a retry.\n# TYPE renderfleet_attempts_failed_total counter\nrenderfleet_attempts_failed_total {}", stats.get("attempts_failed").copied().unwrap_or(0));
     let _ = writeln!(o2, "# HELP renderfleet_job_duration_seconds Run time of succeeded jobs' last attempt.\n# TYPE renderfleet_job_duration_seconds histogram");
+    let mut cumulative = 0i64;
     for le in DURATION_BUCKETS {
+        cumulative += durations.get(&format!("b_{le}")).copied().unwrap_or(0);
         let _ = writeln!(
             o2,
-            "renderfleet_job_duration_seconds_bucket{{le=\"{le}\"}} {}",
-            durations.get(&format!("le_{le}")).copied().unwrap_or(0)
+            "renderfleet_job_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
         );
     }
-    let count = durations.get("count").copied().unwrap_or(0);
+    let count = cumulative + durations.get("b_inf").copied().unwrap_or(0);
     let _ = writeln!(
         o2,
         "renderfleet_job_duration_seconds_bucket{{le=\"+Inf\"}} {count}"

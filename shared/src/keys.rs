@@ -148,7 +148,8 @@ impl Keys {
     pub fn stats(&self) -> String {
         format!("{}stats", self.prefix)
     }
-    /// Hash: histogram of succeeded jobs' run time (`le_<seconds>` cumulative buckets, `sum_ms`, `count`).
+    /// Hash: histogram of succeeded jobs' run time: `b_<seconds>` / `b_inf` per-bucket counts (each
+    /// job in the smallest bucket that fits) and `sum_ms`.
     pub fn durations(&self) -> String {
         format!("{}stats:durations", self.prefix)
     }

@@ -8,7 +8,7 @@
 local id, attempt, worker, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'state', 'attempt', 'worker', 'entry', 'world', 'renderer', 'priority',
-  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping', 'retention_ms')
+  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping', 'retention_ms', 'started_at')
 if not j[1] then return 'missing' end
 if j[2] ~= attempt or j[3] ~= worker then return 'stale:' .. j[1] end
 local cancelled = j[1] == 'cancelled' and j[11] == '1'
@@ -22,7 +22,7 @@ if cancelled then
   return 'cancelled'
 end
 if outcome == 'succeeded' then
-  finalize(id, 'succeeded', j[12], { 'exit_code', ARGV[6], 'error', '', 'progress', 100 })
+  finalize(id, 'succeeded', j[12], { 'exit_code', ARGV[6], 'error', '', 'progress', 100 }, j[13])
   return 'succeeded'
 end
 if outcome == 'handback' then

@@ -87,8 +87,9 @@ local function cleanup_expired()
 end
 
 -- Put job `id` into a final state, with extra field/value pairs; its record and log expire after
--- the job's retention (`retention_ms`, passed in by callers that already read it).
-local function finalize(id, state, retention_ms, extra)
+-- the job's retention (`retention_ms`, passed in by callers that already read it, like
+-- `started_at`).
+local function finalize(id, state, retention_ms, extra, started_at)
   local k = job_key(id)
   local ret = tonumber(retention_ms) or tonumber(redis.call('HGET', k, 'retention_ms')) or 604800000
   local fields = { 'state', state, 'finished_at', NOW, 'updated_at', NOW, 'entry', '', 'stopping', '',
@@ -100,14 +101,19 @@ local function finalize(id, state, retention_ms, extra)
   if state == 'dead' then redis.call('ZADD', P .. 'dead', NOW, id) end
   redis.call('HINCRBY', P .. 'stats', 'jobs_' .. state, 1)
   if state == 'succeeded' then
-    local started = tonumber(redis.call('HGET', k, 'started_at'))
+    local started = tonumber(started_at) or tonumber(redis.call('HGET', k, 'started_at'))
     if started then
+      -- One bucket per job (the smallest that fits); /metrics adds them up into le= buckets.
       local secs = (NOW - started) / 1000
-      local d = P .. 'stats:durations'
+      local bucket = 'b_inf'
       for _, le in ipairs(DURATION_BUCKETS) do
-        if secs <= le then redis.call('HINCRBY', d, 'le_' .. le, 1) end
+        if secs <= le then
+          bucket = 'b_' .. le
+          break
+        end
       end
-      redis.call('HINCRBY', d, 'count', 1)
+      local d = P .. 'stats:durations'
+      redis.call('HINCRBY', d, bucket, 1)
       redis.call('HINCRBY', d, 'sum_ms', NOW - started)
     end
   end
