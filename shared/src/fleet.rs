@@ -174,6 +174,14 @@ impl Fleet {
     pub async fn connect(url: &str, ns: &str) -> Result<Self> {
         let keys = Keys::new(ns)?;
         let addr = redis_addr(url);
+        if url.starts_with("rediss://") {
+            // rediss:// uses rustls with the ring provider; trusted roots come from the system
+            // (or SSL_CERT_FILE / SSL_CERT_DIR). Installing twice is harmless. The ring provider
+            // lacks post-quantum key exchange (hence the deprecation); aws-lc-rs would need cmake.
+            #[allow(deprecated)]
+            let provider = rustls::crypto::ring::default_provider();
+            let _ = provider.install_default();
+        }
         let client = Client::open(url).map_err(|e| Error::Config(format!("Redis URL: {e}")))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
