@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use renderfleet_tests::*;
 
+/// Kills and reaps a child process when the test ends, however it ends.
+struct Reap(std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -84,7 +93,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new("redis-server")
+    let server = Command::new("redis-server")
         .args([
             "--port",
             "0",
@@ -107,6 +116,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         .arg(d)
         .stdout(Stdio::null())
         .spawn()
+        .map(Reap)
         .unwrap();
     let url = format!("rediss://127.0.0.1:{port}/0");
     let ns = ns("tls");
@@ -140,7 +150,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
     // An agent over TLS runs a job.
     let site = Site::new(&["w"]).unwrap();
     let log = std::fs::File::create(site.path().join("agent.log")).unwrap();
-    let mut agent = Command::new(bin("renderfleet-agent"))
+    let agent = Command::new(bin("renderfleet-agent"))
         .args([
             "run",
             "--worker-id",
@@ -158,6 +168,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
+        .map(Reap)
         .unwrap();
     let out = cli_tls(&[
         "submit",
@@ -169,8 +180,8 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         "--wait-timeout",
         "20s",
     ]);
-    let _ = agent.kill();
-    let _ = server.kill();
+    drop(agent);
+    drop(server);
     assert!(
         out.status.success(),
         "{}{}\n{}",
