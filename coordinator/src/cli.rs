@@ -246,14 +246,7 @@ impl SubmitArgs {
         if let Some(r) = &self.renderer {
             spec.renderer = r.clone();
         }
-        let mut params = BTreeMap::new();
-        for kv in &self.params {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE")))?;
-            params.insert(k.to_owned(), v.to_owned());
-        }
-        spec.params.extend(params);
+        spec.params.extend(parse_params(&self.params)?);
         if let Some(p) = &self.priority {
             spec.priority = p.parse::<Priority>()?;
         }
@@ -264,6 +257,18 @@ impl SubmitArgs {
         spec.id = self.id.clone().or(spec.id);
         Ok(spec)
     }
+}
+
+/// `--param KEY=VALUE` flags as a map (shared by `submit` and `schedule add`).
+fn parse_params(flags: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    flags
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE")))
+        })
+        .collect()
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -503,12 +508,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     renderer,
                     ..Default::default()
                 };
-                for kv in &params {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| {
-                        Error::InvalidJob(format!("--param '{kv}' is not KEY=VALUE"))
-                    })?;
-                    spec.params.insert(k.to_owned(), v.to_owned());
-                }
+                spec.params = parse_params(&params)?;
                 if let Some(p) = priority {
                     spec.priority = p.parse::<Priority>()?;
                 }
