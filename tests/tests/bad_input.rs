@@ -377,11 +377,3 @@ async fn garbage_in_redis_is_skipped_not_a_crash() {
     assert_eq!(ids, ["a1"]);
     assert!(!agent.log_text().contains("panicked"));
 }
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

@@ -8,15 +8,6 @@ use std::time::Duration;
 
 use renderfleet_tests::*;
 
-/// Kills and reaps a child process when the test ends, however it ends.
-struct Reap(std::process::Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -116,7 +107,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         .arg(d)
         .stdout(Stdio::null())
         .spawn()
-        .map(Reap)
+        .map(KillOnDrop)
         .unwrap();
     let url = format!("rediss://127.0.0.1:{port}/0");
     let ns = ns("tls");
@@ -168,7 +159,7 @@ async fn cli_and_agent_work_over_tls_and_an_untrusted_server_is_refused() {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .map(Reap)
+        .map(KillOnDrop)
         .unwrap();
     let out = cli_tls(&[
         "submit",
