@@ -24,6 +24,9 @@ pub enum Command {
     Run(RunArgs),
     /// Exit 0 when Redis is reachable and this worker's heartbeat is fresh, else 1 (for HEALTHCHECK).
     Health(HealthArgs),
+    /// The built-in map renderer's steps (run by the agent for `builtin` jobs; usable by hand).
+    #[command(subcommand)]
+    Map(crate::map::MapCommand),
 }
 
 /// Options of `renderfleet-agent run`.

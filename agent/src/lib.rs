@@ -7,6 +7,7 @@ pub mod agent;
 pub mod config;
 pub mod executor;
 pub mod health;
+pub mod map;
 pub mod memory;
 pub mod process;
 

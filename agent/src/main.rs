@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Map(cmd) = cli.command {
+        return renderfleet_agent::map::run(cmd);
+    }
     init_tracing(cli.common.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,5 +67,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Map(_) => ExitCode::FAILURE,
     }
 }

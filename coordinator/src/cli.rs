@@ -39,9 +39,12 @@ pub enum Command {
     },
     /// List jobs, newest first
     Jobs {
-        /// Only jobs in this state (queued, running, failed, succeeded, dead, cancelled)
+        /// Only jobs in this state (queued, running, sharded, failed, succeeded, dead, cancelled)
         #[arg(long)]
         state: Option<String>,
+        /// The shards of this sharded render instead (shards are not in the main list)
+        #[arg(long)]
+        shards_of: Option<String>,
         /// At most this many jobs
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -105,6 +108,17 @@ pub enum Command {
     Schedule {
         #[command(subcommand)]
         action: ScheduleAction,
+    },
+    /// Write a sample Minecraft world (1.18+ region files) for demos and tests; needs no Redis
+    SampleWorld {
+        /// World directory to create (region files go to DIR/region)
+        dir: std::path::PathBuf,
+        /// Side of the world in regions: N x N regions of 512 x 512 blocks, centred on 0,0
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        regions: u32,
+        /// Terrain seed (same seed, same bytes)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -278,6 +292,18 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// Run one CLI command. Errors are returned for `main` to print as one line (exit 1).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::SampleWorld { dir, regions, seed } = &cli.command {
+        let t = std::time::Instant::now();
+        let ids = renderfleet_map::sample::write_sample_world(dir, *regions, *seed)?;
+        eprintln!(
+            "wrote {} regions ({r}x{r}, seed {seed}) to {} in {:.1} s",
+            ids.len(),
+            renderfleet_map::output::region_dir(dir).display(),
+            t.elapsed().as_secs_f64(),
+            r = regions
+        );
+        return Ok(());
+    }
     // Validate input before touching Redis, so bad input fails the same with Redis up or down.
     let spec = match &cli.command {
         Command::Submit(a) => {
@@ -325,8 +351,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", output::job_detail(&job));
             }
         }
-        Command::Jobs { limit, json, .. } => {
-            let jobs = fleet.jobs(state, limit).await?;
+        Command::Jobs {
+            limit,
+            json,
+            shards_of,
+            ..
+        } => {
+            let jobs = match shards_of {
+                None => fleet.jobs(state, limit).await?,
+                Some(parent) => {
+                    let mut out = Vec::new();
+                    for id in fleet.shards(&parent).await?.into_iter().take(limit) {
+                        if let Some(j) = fleet.job(&id).await? {
+                            if state.is_none_or(|s| s == j.state) {
+                                out.push(j);
+                            }
+                        }
+                    }
+                    out
+                }
+            };
             if json {
                 print_json(&jobs)?;
             } else {
@@ -493,6 +537,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        // Handled before connecting.
+        Command::SampleWorld { .. } => {}
         Command::Schedule { action } => match action {
             ScheduleAction::Add {
                 world,

@@ -71,6 +71,19 @@ pub fn job_detail(j: &JobRecord) -> String {
     if let Some(c) = j.exit_code {
         row("exit code", &c.to_string());
     }
+    if let Some(sh) = &j.shards {
+        let tail = if sh.finalizing { "; final step" } else { "" };
+        row(
+            "shards",
+            &format!(
+                "{} done, {} failed of {}{tail} (renderfleet jobs --shards-of {})",
+                sh.done, sh.failed, sh.total, j.id
+            ),
+        );
+    }
+    if let (Some(p), Some(sh)) = (&j.parent, &j.shard) {
+        row("shard", &format!("{sh} of {p}"));
+    }
     if !j.log.is_empty() {
         s.push_str("log:\n");
         for l in &j.log {

@@ -74,6 +74,14 @@ pub struct Claim {
     pub priority: String,
     pub created_at: u64,
     pub started_at: u64,
+    /// `finalize` for a sharded render's final step, else empty.
+    #[serde(default)]
+    pub stage: String,
+    /// For a shard: its parent job.
+    #[serde(default)]
+    pub parent: String,
+    #[serde(default)]
+    pub shard: String,
 }
 
 /// An attempt found running on this worker from an earlier life of the agent.
@@ -642,6 +650,45 @@ impl Fleet {
             None if r == "missing" => Finished::Stale(r),
             None => Finished::Recorded(r),
         })
+    }
+
+    /// Turn running attempt `attempt` of sharded render `id` into shard jobs (suffix, params JSON)
+    /// queued through the same streams; the parent waits in state `sharded` (see `fanout.lua`).
+    /// Returns the number of shards, or `Finished::Stale` when the attempt is no longer current.
+    pub async fn fanout(
+        &self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        shards: &[(String, String)],
+    ) -> Result<std::result::Result<u64, Finished>> {
+        let mut inv = scripts().fanout.prepare_invoke();
+        inv.arg(self.keys.prefix()).arg(id).arg(attempt).arg(worker);
+        for (suffix, params) in shards {
+            inv.arg(suffix).arg(params);
+        }
+        let r: redis::Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        match r {
+            redis::Value::Int(n) => Ok(Ok(n.max(0) as u64)),
+            other => {
+                let text: String = redis::from_redis_value(other)
+                    .map_err(|e| Error::Protocol(format!("fanout reply: {e}")))?;
+                Ok(Err(Finished::Stale(
+                    text.strip_prefix("stale:").unwrap_or(&text).to_owned(),
+                )))
+            }
+        }
+    }
+
+    /// Ids of a sharded render's shard jobs (its current run).
+    pub async fn shards(&self, id: &str) -> Result<Vec<String>> {
+        let mut c = self.conn();
+        c.lrange(format!("{}:children", self.keys.job(id)), 0, -1)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Entries delivered to `worker` and not yet acknowledged, on every job stream.

@@ -84,13 +84,16 @@ pub enum JobState {
     Dead,
     /// Cancelled by an operator.
     Cancelled,
+    /// A sharded render whose shards are rendering; its final step is queued when the last ends.
+    Sharded,
 }
 
 impl JobState {
     /// All states, for `jobs --state` help.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Running,
+        JobState::Sharded,
         JobState::Failed,
         JobState::Succeeded,
         JobState::Dead,
@@ -105,6 +108,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
+            JobState::Sharded => "sharded",
         }
     }
     /// True for states a job never leaves on its own.
@@ -124,7 +128,7 @@ impl FromStr for JobState {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 Error::InvalidJob(format!(
-                    "state '{s}' is not one of queued, running, failed, succeeded, dead, cancelled"
+                    "state '{s}' is not one of queued, running, sharded, failed, succeeded, dead, cancelled"
                 ))
             })
     }
@@ -349,9 +353,27 @@ pub struct JobRecord {
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// Sharded renders: the parent's shard counts (shards are jobs of their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardCounts>,
+    /// A shard: its parent job and its part (e.g. `r.-1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// Last lines of the renderer's output (only filled by `job ID`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
+}
+
+/// A sharded render's progress over its shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardCounts {
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// Set once the shards are all in and the final step (zoom pyramid, index) is queued or running.
+    pub finalizing: bool,
 }
 
 fn nonempty(h: &HashMap<String, String>, k: &str) -> Option<String> {
@@ -411,6 +433,14 @@ impl JobRecord {
             created_at_ms: ms("created_at").unwrap_or(0),
             started_at_ms: ms("started_at"),
             finished_at_ms: ms("finished_at"),
+            shards: num::<u64>(h, "children_total").map(|total| ShardCounts {
+                total,
+                done: num(h, "children_done").unwrap_or(0),
+                failed: num(h, "children_failed").unwrap_or(0),
+                finalizing: h.get("stage").is_some_and(|s| s == "finalize"),
+            }),
+            parent: nonempty(h, "parent"),
+            shard: nonempty(h, "shard"),
             log: Vec::new(),
         }))
     }

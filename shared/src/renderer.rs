@@ -45,6 +45,9 @@ pub enum Runner {
     Command(Vec<String>),
     /// Complete in-process at once (queue benchmarks, smoke tests).
     Noop,
+    /// The built-in top-down map renderer (`renderfleet-map`): a world becomes one shard job per
+    /// region, then a final step builds the zoom pyramid and the viewer.
+    Map,
 }
 
 /// How progress is read from the renderer's output lines.
@@ -110,8 +113,9 @@ impl Profile {
                 Runner::Command(cmd)
             }
             (None, Some("noop")) => Runner::Noop,
+            (None, Some("map")) => Runner::Map,
             (None, Some(other)) => {
-                return Err(err(format!("unknown builtin '{other}' (known: noop)")))
+                return Err(err(format!("unknown builtin '{other}' (known: noop, map)")))
             }
             (Some(_), Some(_)) => {
                 return Err(err("set either command or builtin, not both".into()))
@@ -183,9 +187,13 @@ impl Profile {
         let raw = RawProfile {
             command: match &self.runner {
                 Runner::Command(c) => Some(c.clone()),
-                Runner::Noop => None,
+                Runner::Noop | Runner::Map => None,
             },
-            builtin: matches!(self.runner, Runner::Noop).then(|| "noop".to_owned()),
+            builtin: match self.runner {
+                Runner::Command(_) => None,
+                Runner::Noop => Some("noop".to_owned()),
+                Runner::Map => Some("map".to_owned()),
+            },
             progress: match &self.progress {
                 ProgressSpec::None => None,
                 ProgressSpec::Overviewer => Some("overviewer".into()),
@@ -340,10 +348,17 @@ threads     = { pattern = "^[0-9]{1,2}$",    default = "1" }
 [renderers.noop]
 builtin = "noop"
 timeout = "1m"
+
+[renderers.builtin]
+builtin = "map"
+timeout = "1h"
+[renderers.builtin.params]
+region = { pattern = "(-?[0-9]{1,6},-?[0-9]{1,6})?", default = "" }
+force  = { pattern = "true|false", default = "false" }
 "#;
 
 impl Profiles {
-    /// Just the built-in profiles (`overviewer`, `noop`).
+    /// Just the built-in profiles (`overviewer`, `noop`, `builtin`).
     pub fn builtin() -> Self {
         // The built-in text is a constant checked by a unit test; failing here is a build defect.
         Self::parse(BUILTIN_TOML).unwrap_or_else(|_| Self {

@@ -8,18 +8,25 @@
 local id, attempt, worker, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'state', 'attempt', 'worker', 'entry', 'world', 'renderer', 'priority',
-  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping', 'retention_ms', 'started_at')
+  'max_attempts', 'free_attempts', 'backoff_ms', 'stopping', 'retention_ms', 'started_at', 'shard', 'stage',
+  'children_total', 'children_failed', 'first_child_error')
 if not j[1] then return 'missing' end
 if j[2] ~= attempt or j[3] ~= worker then return 'stale:' .. j[1] end
 local cancelled = j[1] == 'cancelled' and j[11] == '1'
 if j[1] ~= 'running' and not cancelled then return 'stale:' .. j[1] end
 
 drop_entry(j[4])
-release_lock(id, j[5], j[6])
+release_lock(id, j[5], j[6], j[14])
 redis.call('HINCRBY', stats_key(worker), 'jobs_' .. outcome, 1)
 if cancelled then
   finalize(id, 'cancelled', j[12], { 'exit_code', ARGV[6], 'error', 'cancelled' })
   return 'cancelled'
+end
+if outcome == 'succeeded' and j[15] == 'finalize' and (tonumber(j[17]) or 0) > 0 then
+  -- The map was built from the shards that rendered; the render as a whole did not succeed.
+  finalize(id, 'dead', j[12], { 'exit_code', ARGV[6], 'error', j[17] .. ' of ' .. (j[16] or '?') ..
+    ' shards failed (first: ' .. (j[18] or '?') .. '); the rest are in the output' })
+  return 'dead'
 end
 if outcome == 'succeeded' then
   finalize(id, 'succeeded', j[12], { 'exit_code', ARGV[6], 'error', '', 'progress', 100 }, j[13])

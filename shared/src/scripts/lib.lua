@@ -18,8 +18,14 @@ local NOW_US = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 
 local function job_key(id) return P .. 'job:' .. id end
 local function stream_key(prio) return P .. 'stream:' .. prio end
-local function lock_key(world, renderer) return P .. 'lock:' .. world .. ':' .. renderer end
-local function waiting_key(world, renderer) return P .. 'waiting:' .. world .. ':' .. renderer end
+-- A job locks its (world, renderer); a shard of a sharded render locks only its own tile:
+-- (world, renderer, shard).
+local function lock_name(world, renderer, shard)
+  if shard and shard ~= '' then return world .. ':' .. renderer .. ':' .. shard end
+  return world .. ':' .. renderer
+end
+local function lock_key(world, renderer, shard) return P .. 'lock:' .. lock_name(world, renderer, shard) end
+local function waiting_key(world, renderer, shard) return P .. 'waiting:' .. lock_name(world, renderer, shard) end
 local function stats_key(worker) return P .. 'worker:' .. worker .. ':stats' end
 
 -- Value of `name` in a stream entry's flat field list, or nil.
@@ -52,17 +58,20 @@ end
 
 -- Does job `holder` still own its (world, renderer) lock? A running job does, and so does a cancelled
 -- one whose renderer has not been confirmed stopped yet.
+-- A sharded render's parent keeps it from planning until its final step is done, including while
+-- its shards render and while the final step waits in the queue or for a retry.
 local function holds_lock(holder)
-  local h = redis.call('HMGET', job_key(holder), 'state', 'stopping')
-  return h[1] == 'running' or (h[1] == 'cancelled' and h[2] == '1')
+  local h = redis.call('HMGET', job_key(holder), 'state', 'stopping', 'stage')
+  return h[1] == 'running' or h[1] == 'sharded' or (h[1] == 'cancelled' and h[2] == '1')
+    or ((h[1] == 'queued' or h[1] == 'failed') and h[3] == 'finalize')
 end
 
 -- Release job `id`'s lock and queue the first job that waits for it.
-local function release_lock(id, world, renderer)
-  local lk = lock_key(world, renderer)
+local function release_lock(id, world, renderer, shard)
+  local lk = lock_key(world, renderer, shard)
   if redis.call('GET', lk) ~= id then return end
   redis.call('DEL', lk)
-  local wk = waiting_key(world, renderer)
+  local wk = waiting_key(world, renderer, shard)
   while true do
     local nxt = redis.call('LPOP', wk)
     if not nxt then return end
@@ -71,6 +80,40 @@ local function release_lock(id, world, renderer)
       enqueue(nxt, st[2])
       return
     end
+  end
+end
+
+-- Shard `id` of a sharded render reached final state `state`: count it on its parent, and when the
+-- last shard is in, queue the parent's final step. Only shards of the parent's current run count,
+-- each once (a dead shard retried by hand to success moves from failed to done).
+local function child_ended(id, state)
+  local c = redis.call('HMGET', job_key(id), 'parent', 'run', 'counted', 'error', 'shard')
+  if not c[1] or c[1] == '' then return end
+  local pk = job_key(c[1])
+  local p = redis.call('HMGET', pk, 'state', 'run', 'children_total', 'priority')
+  if p[1] ~= 'sharded' or p[2] ~= c[2] then return end
+  local ok = state == 'succeeded'
+  if c[3] == 'succeeded' or (c[3] == 'failed' and not ok) then return end
+  if c[3] == 'failed' then redis.call('HINCRBY', pk, 'children_failed', -1) end
+  redis.call('HSET', job_key(id), 'counted', ok and 'succeeded' or 'failed')
+  if ok then
+    redis.call('HINCRBY', pk, 'children_done', 1)
+  else
+    redis.call('HINCRBY', pk, 'children_failed', 1)
+    local line = 'shard ' .. (c[5] or id) .. ' ' .. state .. ': ' .. (c[4] or '')
+    redis.call('HSETNX', pk, 'first_child_error', line)
+    redis.call('RPUSH', pk .. ':log', line)
+    redis.call('LTRIM', pk .. ':log', -LOG_LINES, -1)
+  end
+  local n = redis.call('HMGET', pk, 'children_done', 'children_failed')
+  local ended = (tonumber(n[1]) or 0) + (tonumber(n[2]) or 0)
+  local total = tonumber(p[3]) or 0
+  local pct = 100
+  if total > 0 then pct = math.floor(ended * 100 / total) end
+  redis.call('HSET', pk, 'progress', pct, 'phase', 'shards ' .. ended .. '/' .. total, 'updated_at', NOW)
+  if ended >= total then
+    redis.call('HSET', pk, 'stage', 'finalize', 'phase', 'final step queued')
+    enqueue(c[1], p[4])
   end
 end
 
@@ -119,7 +162,9 @@ local function finalize(id, state, retention_ms, extra, started_at)
   end
   redis.call('PEXPIRE', k, ret)
   redis.call('PEXPIRE', k .. ':log', ret)
+  redis.call('PEXPIRE', k .. ':children', ret)
   redis.call('ZADD', P .. 'expiry', NOW + ret, id)
+  child_ended(id, state)
   cleanup_expired()
 end
 
@@ -134,22 +179,27 @@ local function start(worker, prio, eid, id)
   end
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'state', 'entry', 'world', 'renderer', 'attempt', 'params',
-    'timeout_ms', 'priority', 'created_at')
+    'timeout_ms', 'priority', 'created_at', 'shard', 'stage', 'parent')
   if j[1] ~= 'queued' or j[2] ~= entry or not j[3] or not j[4] then
     drop_entry(entry)
     return nil
   end
-  local lk = lock_key(j[3], j[4])
+  local lk = lock_key(j[3], j[4], j[10])
   local holder = redis.call('GET', lk)
   if holder and holder ~= id and holds_lock(holder) then
     drop_entry(entry)
-    redis.call('RPUSH', waiting_key(j[3], j[4]), id)
+    redis.call('RPUSH', waiting_key(j[3], j[4], j[10]), id)
     redis.call('HSET', k, 'entry', '', 'waiting_on', holder, 'updated_at', NOW)
     return nil
   end
   redis.call('SET', lk, id)
   local attempt = (tonumber(j[5]) or 0) + 1
-  if attempt == 1 then
+  if j[11] == 'finalize' then
+    -- A sharded render's final step keeps its shard totals and progress on show.
+    redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
+      'started_us', NOW_US, 'updated_at', NOW, 'phase', 'final step', 'error', '', 'exit_code', '',
+      'next_attempt_at', '', 'pid', '', 'pstart', '', 'host', '')
+  elseif attempt == 1 then
     redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
       'started_us', NOW_US, 'updated_at', NOW)
   else
@@ -161,7 +211,8 @@ local function start(worker, prio, eid, id)
   end
   return cjson.encode({ id = id, attempt = attempt, world = j[3], renderer = j[4],
     params = j[6] or '{}', timeout_ms = j[7] or '', priority = j[8] or 'normal',
-    created_at = tonumber(j[9]) or 0, started_at = NOW })
+    created_at = tonumber(j[9]) or 0, started_at = NOW, stage = j[11] or '', parent = j[12] or '',
+    shard = j[10] or '' })
 end
 
 -- Count `n` jobs taken by `worker` (once per script call, not per job).

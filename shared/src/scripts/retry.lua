@@ -13,7 +13,8 @@ redis.call('ZREM', P .. 'expiry', id)
 redis.call('PERSIST', k)
 redis.call('PERSIST', k .. ':log')
 redis.call('ZADD', P .. 'jobs', 'NX', tonumber(j[5]) or NOW, id)
+-- A sharded render starts over from planning (which skips shards whose output is current).
 redis.call('HSET', k, 'free_attempts', tonumber(j[2]) or 0, 'error', '', 'exit_code', '',
-  'next_attempt_at', '', 'finished_at', '')
+  'next_attempt_at', '', 'finished_at', '', 'stage', '')
 enqueue(id, j[3])
 return 'queued'
