@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use renderfleet_map::output::{self, plan_path};
+use renderfleet_map::Action;
 use renderfleet_shared::fleet::{Claim, Finished, Outcome};
 use renderfleet_shared::job::validate_world;
 use renderfleet_shared::keys::LOG_LINES;
@@ -48,8 +50,13 @@ pub async fn execute(agent: &Agent, claim: Claim, stop: watch::Receiver<Option<S
         info!("job started");
         let ending = match plan(agent, &claim) {
             Err(e) => e,
-            Ok(None) => Ending::new(Outcome::Succeeded, Some(0), ""),
-            Ok(Some(plan)) => run_command(agent, &claim, plan, stop).await,
+            Ok(Prepared::Done) => Ending::new(Outcome::Succeeded, Some(0), ""),
+            Ok(Prepared::Run(plan)) => run_command(agent, &claim, plan, stop).await,
+            Ok(Prepared::Shard(s)) => match shard(agent, &claim, s).await {
+                // The parent now waits for its shards; nothing to record.
+                Ok(()) => return,
+                Err(e) => e,
+            },
         };
         record(agent, &claim, ending).await;
     }
@@ -63,8 +70,22 @@ struct Plan<'a> {
     timeout: Duration,
 }
 
-/// Everything that can be checked before spawning. `Ok(None)` for the in-process `noop` renderer.
-fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Option<Plan<'a>>, Ending> {
+/// A `builtin` render to split into one shard job per changed region.
+struct Sharding {
+    world_dir: PathBuf,
+    output_dir: PathBuf,
+    force: bool,
+}
+
+enum Prepared<'a> {
+    /// The in-process `noop` renderer: nothing to run.
+    Done,
+    Run(Plan<'a>),
+    Shard(Sharding),
+}
+
+/// Everything that can be checked before spawning.
+fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Prepared<'a>, Ending> {
     let fatal = |m: String| Ending::new(Outcome::Fatal, None, m);
     let profile = agent
         .profiles
@@ -77,7 +98,7 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Option<Plan<'a>>, Ending>
         .map_err(|e| fatal(e.to_string()))?;
     validate_world(&claim.world).map_err(|e| fatal(e.to_string()))?;
     if matches!(profile.runner, Runner::Noop) {
-        return Ok(None);
+        return Ok(Prepared::Done);
     }
     let world_dir = resolve_world(&agent.cfg.worlds_dir, &claim.world)?;
     let output_dir = agent
@@ -93,6 +114,46 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Option<Plan<'a>>, Ending>
         )
     })?;
     let output_dir = output_dir.canonicalize().unwrap_or(output_dir);
+    let timeout = claim
+        .timeout_ms
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .unwrap_or(profile.timeout);
+    if matches!(profile.runner, Runner::Map) {
+        let region = params.get("region").map(String::as_str).unwrap_or("");
+        let argv = if claim.stage == "finalize" {
+            map_argv(&[
+                "pyramid",
+                "--out",
+                &output_dir.to_string_lossy(),
+                "--plan",
+                &plan_path(&output_dir, &claim.id).to_string_lossy(),
+                "--name",
+                &claim.world,
+            ])?
+        } else if !region.is_empty() {
+            map_argv(&[
+                "region",
+                "--world",
+                &world_dir.to_string_lossy(),
+                "--out",
+                &output_dir.to_string_lossy(),
+                "--region",
+                region,
+            ])?
+        } else {
+            return Ok(Prepared::Shard(Sharding {
+                world_dir,
+                output_dir,
+                force: params.get("force").is_some_and(|f| f == "true"),
+            }));
+        };
+        return Ok(Prepared::Run(Plan {
+            profile,
+            argv,
+            timeout,
+        }));
+    }
     let argv = profile
         .argv(
             &params,
@@ -104,16 +165,87 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Option<Plan<'a>>, Ending>
             },
         )
         .map_err(|e| fatal(e.to_string()))?;
-    let timeout = claim
-        .timeout_ms
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .unwrap_or(profile.timeout);
-    Ok(Some(Plan {
+    Ok(Prepared::Run(Plan {
         profile,
         argv,
         timeout,
     }))
+}
+
+/// argv running this agent binary's `map` subcommand (the built-in renderer's steps).
+fn map_argv(args: &[&str]) -> Result<Vec<String>, Ending> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Ending::new(
+            Outcome::Failed,
+            None,
+            format!("cannot find the agent's own binary to run the built-in renderer: {e}"),
+        )
+    })?;
+    let mut argv = vec![exe.to_string_lossy().into_owned(), "map".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    Ok(argv)
+}
+
+/// Plan a `builtin` render (which regions changed since their tiles were drawn), write the plan
+/// where the final step will read it, and turn the attempt into one shard job per region to draw.
+async fn shard(agent: &Agent, claim: &Claim, s: Sharding) -> Result<(), Ending> {
+    let (world, out) = (s.world_dir.clone(), s.output_dir.clone());
+    let id = claim.id.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let plan = output::plan(&world, &out, s.force)?;
+        output::write_plan(&out, &id, &plan)?;
+        Ok::<_, output::OutputError>(plan)
+    })
+    .await
+    .map_err(|e| Ending::new(Outcome::Failed, None, format!("planning stopped: {e}")))?
+    .map_err(|e| Ending::new(Outcome::Failed, None, format!("planning: {e}")))?;
+    let force = if s.force { "true" } else { "false" };
+    let shards: Vec<(String, String)> = planned
+        .to_render()
+        .map(|r| {
+            let params = serde_json::json!({ "region": r.param(), "force": force });
+            (r.to_string(), params.to_string())
+        })
+        .collect();
+    let summary = format!(
+        "planned {} regions: {} to draw, {} unchanged, {} empty files",
+        planned.regions.len(),
+        shards.len(),
+        planned.count(Action::Skip),
+        planned.count(Action::Empty)
+    );
+    info!(shards = shards.len(), "{summary}");
+    let mut lines = vec![summary];
+    for r in planned.regions.iter().filter(|r| r.action == Action::Empty) {
+        lines.push(format!("{}: empty file (0 bytes), nothing to draw", r.id));
+    }
+    let cfg = &agent.cfg;
+    if let Err(e) = agent
+        .fleet
+        .update(&claim.id, claim.attempt, &cfg.worker_id, &[], &lines)
+        .await
+    {
+        warn!(error = %e, "could not write the plan summary to the job");
+    }
+    match agent
+        .fleet
+        .fanout(&claim.id, claim.attempt, &cfg.worker_id, &shards)
+        .await
+    {
+        Ok(Ok(n)) => {
+            info!(shards = n, "render sharded");
+            Ok(())
+        }
+        Ok(Err(stale)) => {
+            info!(?stale, "attempt is stale; shards not queued");
+            Ok(())
+        }
+        Err(e) => Err(Ending::new(
+            Outcome::Failed,
+            None,
+            format!("could not queue the shards: {e}"),
+        )),
+    }
 }
 
 /// The world's directory under `worlds_dir`; refuses anything that escapes it (e.g. a symlink).
@@ -187,10 +319,15 @@ struct Sink<'a> {
     lines: Vec<String>,
     progress: Option<(f64, Option<String>)>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// The renderer's last non-blank line, quoted in the job's error when it fails.
+    last: String,
 }
 
 impl Sink<'_> {
     async fn line(&mut self, line: String) {
+        if !line.trim().is_empty() {
+            self.last = clip(line.trim());
+        }
         if let Some(p) = self.parser.feed(&line) {
             self.progress = Some((p.percent, p.phase));
         }
@@ -316,6 +453,7 @@ async fn run_command(
         lines: Vec::new(),
         progress: None,
         file: open_log(agent, claim).await,
+        last: String::new(),
     };
     let mut still_ours = match agent
         .fleet
@@ -405,12 +543,23 @@ async fn run_command(
             Some(s) if s.success() => Ending::new(Outcome::Succeeded, Some(0), ""),
             Some(s) => {
                 use std::os::unix::process::ExitStatusExt;
-                let what = match (s.code(), s.signal()) {
+                let mut what = match (s.code(), s.signal()) {
                     (Some(c), _) => format!("renderer exited with code {c}"),
                     (None, Some(sig)) => format!("renderer killed by signal {sig}"),
                     _ => "renderer failed".to_owned(),
                 };
-                Ending::new(Outcome::Failed, code, what)
+                if !sink.last.is_empty() {
+                    what = format!("{what}: {}", sink.last);
+                }
+                // The built-in renderer says when its input is bad: retrying cannot help.
+                let bad_input = matches!(plan.profile.runner, Runner::Map)
+                    && s.code() == Some(i32::from(crate::map::EXIT_BAD_INPUT));
+                let outcome = if bad_input {
+                    Outcome::Fatal
+                } else {
+                    Outcome::Failed
+                };
+                Ending::new(outcome, code, what)
             }
             None => Ending::new(Outcome::Failed, None, "lost track of the renderer process"),
         },

@@ -41,6 +41,10 @@ pub struct HttpConfig {
     /// Bearer token required for writes (and for reads unless `public_reads`); `None` refuses writes.
     pub token: Option<String>,
     pub public_reads: bool,
+    /// Serve the maps under this directory (the agents' output dir) at `/maps/`.
+    pub maps_dir: Option<std::path::PathBuf>,
+    /// Serve `/maps/` without a token (browsers cannot send one for images).
+    pub public_maps: bool,
 }
 
 /// State shared with the handlers.
@@ -143,7 +147,15 @@ fn accepted(v: Value) -> ApiResult {
 /// Bearer-token check: every mutating call, and reads unless `--http-public-reads`.
 async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let open = path == "/" || path == "/api/openapi.json" || path == "/api/scaling/health";
+    let map = path == "/maps" || path.starts_with("/maps/");
+    if map && path.contains("/.") {
+        // Logs, plans and state files live in dot-directories of the output dir: not served.
+        return ApiError::not_found("no such file").into_response();
+    }
+    let open = path == "/"
+        || path == "/api/openapi.json"
+        || path == "/api/scaling/health"
+        || (map && st.cfg.public_maps);
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     if open || (read && st.cfg.public_reads) {
         return next.run(req).await;
@@ -182,7 +194,20 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
 
 /// The router (exposed for tests and the route/OpenAPI coverage check).
 pub fn router(state: Shared) -> Router {
+    let maps = match &state.cfg.maps_dir {
+        Some(dir) => Router::new().nest_service(
+            "/maps",
+            tower_http::services::ServeDir::new(dir)
+                .append_index_html_on_directories(true)
+                .fallback(get(maps_index).with_state(state.clone())),
+        ),
+        None => Router::new()
+            .route("/maps", get(maps_off))
+            .route("/maps/", get(maps_off))
+            .route("/maps/{*path}", get(maps_off)),
+    };
     Router::new()
+        .merge(maps)
         .route("/", get(dashboard))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -217,7 +242,9 @@ pub fn router(state: Shared) -> Router {
 
 /// Every (method, path) the router serves, in OpenAPI path syntax (kept beside `router`, checked
 /// against the document by a test).
-pub const ROUTES: [(&str, &str); 21] = [
+pub const ROUTES: [(&str, &str); 23] = [
+    ("get", "/maps/"),
+    ("get", "/maps/{path}"),
     ("get", "/api/scaling/workers"),
     ("get", "/"),
     ("get", "/api/openapi.json"),
@@ -249,6 +276,69 @@ pub async fn serve(state: Shared, shutdown: CancellationToken) -> anyhow::Result
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+async fn maps_off() -> ApiError {
+    ApiError::not_found("maps are not served here: start the coordinator with --maps-dir")
+}
+
+/// `/maps/`: the maps found under the maps dir (`<world>/<renderer>/map.js`); anything else that
+/// is not a file is a 404.
+async fn maps_index(State(st): State<Shared>, req: Request) -> Response {
+    let path = req.uri().path();
+    let Some(dir) = st.cfg.maps_dir.clone() else {
+        return maps_off().await.into_response();
+    };
+    if path != "/" && !path.is_empty() {
+        return ApiError::not_found("no such file").into_response();
+    }
+    let found = tokio::task::spawn_blocking(move || list_maps(&dir))
+        .await
+        .unwrap_or_default();
+    let mut page = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>renderfleet maps</title>\
+         <style>body{font:15px system-ui,sans-serif;margin:2em;background:#15181c;color:#e4e6ea}\
+         a{color:#7fb2ff}</style></head><body><h1>Maps</h1>",
+    );
+    if found.is_empty() {
+        page.push_str("<p>No maps rendered yet.</p>");
+    } else {
+        page.push_str("<ul>");
+        for m in &found {
+            // Names are world and renderer names (validated: no markup characters).
+            let _ = write!(page, "<li><a href=\"/maps/{m}/\">{m}</a></li>");
+        }
+        page.push_str("</ul>");
+    }
+    page.push_str("</body></html>");
+    Html(page).into_response()
+}
+
+/// `<world>/<renderer>` of every directory two levels down holding a `map.js`, sorted.
+fn list_maps(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(worlds) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for w in worlds.flatten() {
+        let wname = w.file_name().to_string_lossy().into_owned();
+        if wname.starts_with('.') || renderfleet_shared::job::validate_world(&wname).is_err() {
+            continue;
+        }
+        let Ok(renderers) = std::fs::read_dir(w.path()) else {
+            continue;
+        };
+        for r in renderers.flatten() {
+            let rname = r.file_name().to_string_lossy().into_owned();
+            if renderfleet_shared::job::validate_name("renderer", &rname).is_ok()
+                && r.path().join("map.js").is_file()
+            {
+                out.push(format!("{wname}/{rname}"));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 async fn dashboard() -> Html<&'static str> {

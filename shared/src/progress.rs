@@ -24,7 +24,29 @@ pub struct ProgressParser {
 enum Kind {
     None,
     Overviewer(OverviewerState),
+    BlueMap(BlueMapState),
     Regex(Regex),
+}
+
+/// BlueMap renders its maps one after another, each task reporting its own percentage.
+#[derive(Debug, Default)]
+struct BlueMapState {
+    /// Maps seen so far, in order.
+    maps: Vec<String>,
+}
+
+fn bluemap_line() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    // `[12:00:13 INFO] updating map 'world': 12.345% (ETA: 0:01:11)`
+    RE.get_or_init(|| {
+        Regex::new(r"INFO\]\s*(?P<desc>[^\[\]]+?):\s*(?P<pct>\d{1,3}(?:\.\d{1,3})?)%")
+            .expect("constant regex")
+    })
+}
+
+fn bluemap_map() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"^updating map '(?P<map>[^']*)'$").expect("constant regex"))
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +74,7 @@ impl ProgressParser {
         let kind = match spec {
             ProgressSpec::None => Kind::None,
             ProgressSpec::Overviewer => Kind::Overviewer(OverviewerState::default()),
+            ProgressSpec::BlueMap => Kind::BlueMap(BlueMapState::default()),
             ProgressSpec::Regex(r) => Regex::new(r).map(Kind::Regex).unwrap_or(Kind::None),
         };
         Self {
@@ -68,6 +91,34 @@ impl ProgressParser {
                 let caps = re.captures(line)?;
                 let p: f64 = caps.name("percent")?.as_str().trim().parse().ok()?;
                 (p, None)
+            }
+            Kind::BlueMap(st) => {
+                if line.contains("Your maps are now all up-to-date!") {
+                    (100.0, Some("up to date".to_owned()))
+                } else {
+                    let caps = bluemap_line().captures(line)?;
+                    let desc = caps.name("desc")?.as_str().trim();
+                    let pct: f64 = caps.name("pct")?.as_str().parse().ok()?;
+                    match bluemap_map().captures(desc) {
+                        // Overall: maps already finished plus this one's share, over the maps
+                        // seen so far (one map per job, as the documented profile does, is exact).
+                        Some(m) => {
+                            let name = m["map"].to_owned();
+                            let i = match st.maps.iter().position(|x| *x == name) {
+                                Some(i) => i,
+                                None => {
+                                    st.maps.push(name);
+                                    st.maps.len() - 1
+                                }
+                            };
+                            let overall =
+                                100.0 * (i as f64 + pct.min(100.0) / 100.0) / st.maps.len() as f64;
+                            (overall, Some(format!("{desc}: {pct}%")))
+                        }
+                        // `preparing map 'x' update`, `updating region x,z`: shown, not counted.
+                        None => (self.reported, Some(format!("{desc}: {pct}%"))),
+                    }
+                }
             }
             Kind::Overviewer(st) => {
                 let caps = overviewer_line().captures(line)?;
@@ -153,6 +204,40 @@ mod tests {
             assert!(p.percent >= last);
             last = p.percent;
         }
+    }
+
+    #[test]
+    fn bluemap_recorded_sample() {
+        let text = include_str!("../../tests/fixtures/bluemap-sample.log");
+        let got = feed_all(&ProgressSpec::BlueMap, &text.lines().collect::<Vec<_>>());
+        let pct: Vec<f64> = got.iter().map(|p| p.percent).collect();
+        // preparing (0), then the map's own percentages, then done.
+        assert_eq!(pct, [0.0, 12.3, 25.1, 51.0, 77.8, 100.0, 100.0]);
+        assert_eq!(
+            got[1].phase.as_deref(),
+            Some("updating map 'world': 12.345%")
+        );
+        assert_eq!(
+            got[0].phase.as_deref(),
+            Some("preparing map 'world' update: 0%")
+        );
+        assert_eq!(got[6].phase.as_deref(), Some("up to date"));
+    }
+
+    #[test]
+    fn bluemap_two_maps_never_go_backwards() {
+        let got = feed_all(
+            &ProgressSpec::BlueMap,
+            &[
+                "[10:00:00 INFO] updating map 'a': 50.000% (ETA: 0:00:10)",
+                "[10:00:10 INFO] updating map 'a': 100.000% (ETA: 0:00:00)",
+                "[10:00:20 INFO] updating map 'b': 10.000% (ETA: 0:00:50)",
+                "[10:00:30 INFO] updating map 'b': 80.000% (ETA: 0:00:05)",
+                "[10:00:31 WARN] Failed to load chunk: 12.5% of something is not progress",
+            ],
+        );
+        let pct: Vec<f64> = got.iter().map(|p| p.percent).collect();
+        assert_eq!(pct, [50.0, 100.0, 100.0, 100.0]);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum ProgressSpec {
     None,
     /// Overviewer's own `Rendered N of M.  P% complete` lines, phase-aware.
     Overviewer,
+    /// BlueMap CLI's `[HH:MM:SS INFO] updating map 'x': 12.345% (ETA: ...)` lines.
+    BlueMap,
     /// A regex with a named group `percent`.
     Regex(String),
 }
@@ -125,6 +127,7 @@ impl Profile {
         let progress = match raw.progress.as_deref() {
             None | Some("") | Some("none") => ProgressSpec::None,
             Some("overviewer") => ProgressSpec::Overviewer,
+            Some("bluemap") => ProgressSpec::BlueMap,
             Some(re) => {
                 let compiled = Regex::new(re).map_err(|e| err(format!("progress regex: {e}")))?;
                 if !compiled.capture_names().any(|n| n == Some("percent")) {
@@ -197,6 +200,7 @@ impl Profile {
             progress: match &self.progress {
                 ProgressSpec::None => None,
                 ProgressSpec::Overviewer => Some("overviewer".into()),
+                ProgressSpec::BlueMap => Some("bluemap".into()),
                 ProgressSpec::Regex(r) => Some(r.clone()),
             },
             timeout: Some(crate::time::human(self.timeout)),

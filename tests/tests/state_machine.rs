@@ -107,7 +107,12 @@ async fn failures_retry_with_backoff_then_dead_then_retry_succeeds() {
     let dead = wait_state(&fleet, &id, "dead", T).await;
     assert_eq!(dead.attempt, 3);
     assert_eq!(dead.exit_code, Some(3));
-    assert_eq!(dead.error.as_deref(), Some("renderer exited with code 3"));
+    // The error quotes the renderer's last line of output.
+    let error = dead.error.as_deref().unwrap_or("");
+    assert!(
+        error.starts_with("renderer exited with code 3: ") && error.contains("failing because"),
+        "{error}"
+    );
     let dead_set: Vec<String> =
         redis::AsyncCommands::zrange(&mut redis.conn().await.unwrap(), fleet.keys().dead(), 0, -1)
             .await

@@ -125,6 +125,12 @@ struct Cli {
     /// Serve GET requests without a token
     #[arg(long, env = "RENDERFLEET_HTTP_PUBLIC_READS")]
     http_public_reads: bool,
+    /// Serve the maps rendered under this directory (the agents' --output-dir) at /maps/
+    #[arg(long, env = "RENDERFLEET_MAPS_DIR")]
+    maps_dir: Option<PathBuf>,
+    /// Serve /maps/ without a token (a browser cannot send one for map tiles)
+    #[arg(long, env = "RENDERFLEET_HTTP_PUBLIC_MAPS")]
+    http_public_maps: bool,
     /// Docker and swarm backends: the engine's socket
     #[arg(
         long,
@@ -199,6 +205,8 @@ fn main() -> ExitCode {
                 addr,
                 token,
                 public_reads: cli.http_public_reads,
+                maps_dir: cli.maps_dir.clone(),
+                public_maps: cli.http_public_maps,
             })
         }
     };
