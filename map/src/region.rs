@@ -205,9 +205,122 @@ pub struct Chunk {
     pub sections: Vec<Section>,
 }
 
+/// Deepest nesting of NBT lists and compounds accepted (the game's own limit).
+pub const MAX_NBT_DEPTH: usize = 512;
+
+/// Walk `data` as one NBT document without recursion, checking every length against the input and
+/// the nesting depth against [`MAX_NBT_DEPTH`]. `fastnbt` recurses once per level (a few hundred
+/// thousand nested lists overflow the stack and abort the process) and hits `unreachable!` on a
+/// non-empty list of End tags; both were found by fuzzing and are refused here first.
+pub fn check_nbt(data: &[u8]) -> Result<(), String> {
+    struct Cur<'a> {
+        d: &'a [u8],
+        i: usize,
+    }
+    impl Cur<'_> {
+        fn take(&mut self, n: usize) -> Result<&[u8], String> {
+            let end = self
+                .i
+                .checked_add(n)
+                .filter(|&e| e <= self.d.len())
+                .ok_or_else(|| format!("ends early (needs {n} bytes at {})", self.i))?;
+            let s = &self.d[self.i..end];
+            self.i = end;
+            Ok(s)
+        }
+        fn u8(&mut self) -> Result<u8, String> {
+            Ok(self.take(1)?[0])
+        }
+        fn len_u16(&mut self) -> Result<usize, String> {
+            let b = self.take(2)?;
+            Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+        }
+        fn len_i32(&mut self) -> Result<usize, String> {
+            let b = self.take(4)?;
+            let n = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            usize::try_from(n).map_err(|_| format!("negative length {n} at {}", self.i - 4))
+        }
+    }
+    /// What is left to read in an open list or compound.
+    enum Open {
+        Compound,
+        List { tag: u8, left: usize },
+    }
+    let mut c = Cur { d: data, i: 0 };
+    if c.u8()? != 10 {
+        return Err("the root is not a compound".into());
+    }
+    let n = c.len_u16()?;
+    c.take(n)?;
+    let mut stack = vec![Open::Compound];
+    while let Some(top) = stack.last_mut() {
+        // The tag of the next value in the innermost open container, if any is left.
+        let tag = match top {
+            Open::Compound => {
+                let t = c.u8()?;
+                if t == 0 {
+                    stack.pop();
+                    continue;
+                }
+                let n = c.len_u16()?;
+                c.take(n)?;
+                t
+            }
+            Open::List { left: 0, .. } => {
+                stack.pop();
+                continue;
+            }
+            Open::List { tag, left } => {
+                *left -= 1;
+                *tag
+            }
+        };
+        match tag {
+            1 => drop(c.take(1)?),
+            2 => drop(c.take(2)?),
+            3 | 5 => drop(c.take(4)?),
+            4 | 6 => drop(c.take(8)?),
+            7 => {
+                let n = c.len_i32()?;
+                c.take(n)?;
+            }
+            8 => {
+                let n = c.len_u16()?;
+                c.take(n)?;
+            }
+            11 | 12 => {
+                let n = c.len_i32()?;
+                let size = if tag == 11 { 4 } else { 8 };
+                c.take(n.checked_mul(size).ok_or("array too long")?)?;
+            }
+            9 => {
+                let t = c.u8()?;
+                let n = c.len_i32()?;
+                if t == 0 && n > 0 {
+                    return Err(format!("list of {n} End tags"));
+                }
+                if t > 12 {
+                    return Err(format!("list of unknown tag {t}"));
+                }
+                stack.push(Open::List { tag: t, left: n });
+            }
+            10 => stack.push(Open::Compound),
+            other => return Err(format!("unknown tag {other} at {}", c.i - 1)),
+        }
+        if stack.len() > MAX_NBT_DEPTH {
+            return Err(format!("nested more than {MAX_NBT_DEPTH} deep"));
+        }
+    }
+    Ok(())
+}
+
 /// Decode a 1.18+ chunk's NBT.
 pub fn decode_chunk(nbt: &[u8]) -> Result<Chunk, ChunkError> {
-    let raw: ChunkNbt<'_> = fastnbt::from_bytes(nbt).map_err(|e| ChunkError::Nbt(e.to_string()))?;
+    check_nbt(nbt).map_err(ChunkError::Nbt)?;
+    // Defence in depth: a decoder panic on bytes the check let through is this chunk's error.
+    let raw: ChunkNbt<'_> = std::panic::catch_unwind(|| fastnbt::from_bytes(nbt))
+        .map_err(|_| ChunkError::Nbt("the NBT decoder failed on this input".into()))?
+        .map_err(|e| ChunkError::Nbt(e.to_string()))?;
     let version = raw.data_version.unwrap_or(0);
     if version < MIN_DATA_VERSION {
         return Err(ChunkError::TooOld(version));
@@ -243,7 +356,7 @@ pub fn decode_chunk(nbt: &[u8]) -> Result<Chunk, ChunkError> {
             indices,
         });
     }
-    sections.sort_by(|a, b| b.y.cmp(&a.y));
+    sections.sort_by_key(|s| std::cmp::Reverse(s.y));
     if sections.windows(2).any(|w| w[0].y == w[1].y) {
         return Err(ChunkError::Nbt("two sections with the same Y".into()));
     }

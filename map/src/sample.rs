@@ -173,11 +173,11 @@ struct BiomesOut<'a> {
     palette: Vec<&'a str>,
 }
 
-/// Write a region file from chunks given as ((local cx, local cz) in 0..32, NBT).
-pub fn write_region_file(
-    path: &Path,
-    chunks: &[((usize, usize), Vec<u8>)],
-) -> Result<(), OutputError> {
+/// One chunk of a region file: (local cx, local cz) in 0..32, and its uncompressed NBT.
+pub type RegionChunk = ((usize, usize), Vec<u8>);
+
+/// Write a region file from its chunks.
+pub fn write_region_file(path: &Path, chunks: &[RegionChunk]) -> Result<(), OutputError> {
     let io = |e: std::io::Error| OutputError::Io {
         path: path.to_owned(),
         source: e,
@@ -285,9 +285,8 @@ impl Terrain {
             c.fill_section(sy as i8, stone);
         }
         let first_free = solid_to * 16;
-        for z in 0..16 {
-            for x in 0..16 {
-                let h = heights[z][x];
+        for (z, row) in heights.iter().enumerate() {
+            for (x, &h) in row.iter().enumerate() {
                 c.set(x, MIN_Y, z, bedrock);
                 c.column(x, z, first_free.max(MIN_Y + 1), h - 4, stone);
                 let (wx, wz) = (cx * 16 + x as i32, cz * 16 + z as i32);
@@ -336,7 +335,7 @@ impl Terrain {
     }
 
     /// All 1024 chunks of region `id`, as NBT.
-    pub fn region_chunks(&self, id: RegionId) -> Result<Vec<((usize, usize), Vec<u8>)>, String> {
+    pub fn region_chunks(&self, id: RegionId) -> Result<Vec<RegionChunk>, String> {
         let mut out = Vec::with_capacity(1024);
         for lz in 0..32 {
             for lx in 0..32 {
