@@ -581,6 +581,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn wait(fleet: &Fleet, id: &str, limit: Option<Duration>) -> anyhow::Result<()> {
     let deadline = limit.map(|l| tokio::time::Instant::now() + l);
     let mut last = None;
+    let mut last_shards = None;
     loop {
         let job = fleet
             .job(id)
@@ -589,6 +590,16 @@ async fn wait(fleet: &Fleet, id: &str, limit: Option<Duration>) -> anyhow::Resul
         if last != Some(job.state) {
             eprintln!("{id}: {}", job.state);
             last = Some(job.state);
+        }
+        if let Some(sh) = &job.shards {
+            let now = (sh.done, sh.failed, sh.total);
+            if last_shards != Some(now) {
+                eprintln!(
+                    "{id}: shards {} done, {} failed of {}",
+                    sh.done, sh.failed, sh.total
+                );
+                last_shards = Some(now);
+            }
         }
         if job.state.is_final() {
             if job.state == JobState::Succeeded {

@@ -42,6 +42,16 @@ struct Args {
     /// Agent kills for the failure-detection figure
     #[arg(long, default_value_t = 20)]
     kills: usize,
+    /// Map suite: side of the sample world in regions (N x N)
+    #[arg(long, default_value_t = 8)]
+    map_regions: u32,
+    /// Map suite: fastanvil's `anvil` binary (from owengage/fastnbt's tools crate), to time its
+    /// `tiles` command on the same region files; skipped when unset
+    #[arg(long)]
+    anvil: Option<std::path::PathBuf>,
+    /// Map suite: the palette (tar.gz) `anvil` needs
+    #[arg(long)]
+    anvil_palette: Option<std::path::PathBuf>,
 }
 
 fn redis_benchmark_set(port: u16) -> anyhow::Result<f64> {
@@ -203,6 +213,192 @@ async fn main() -> anyhow::Result<()> {
     }
     if a.suite == "all" || a.suite == "docker" {
         docker_suite().await?;
+    }
+    if a.suite == "all" || a.suite == "map" {
+        map_suite(&a).await?;
+    }
+    Ok(())
+}
+
+/// CPU seconds of process `pid` and its reaped children (utime + stime + cutime + cstime).
+fn proc_cpu_secs(pid: i32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return f64::NAN;
+    };
+    // Fields after the command: state is field 3; utime..cstime are fields 14..17.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11..15].iter().filter_map(|v| v.parse::<f64>().ok()).sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks / hz
+}
+
+async fn redis_cpu_secs(redis: &TestRedis) -> anyhow::Result<f64> {
+    let mut c = redis.conn().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut c).await?;
+    let get = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(get("used_cpu_user:") + get("used_cpu_sys:"))
+}
+
+/// Timed run of a command; returns wall seconds and the children's CPU seconds.
+fn timed(cmd: &mut Command) -> anyhow::Result<(f64, f64, String)> {
+    let before = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let t = Instant::now();
+    let out = cmd.output()?;
+    let wall = t.elapsed().as_secs_f64();
+    let after = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let secs = |r: &nix::sys::resource::Usage| {
+        let (u, s) = (r.user_time(), r.system_time());
+        u.tv_sec() as f64 + u.tv_usec() as f64 / 1e6 + s.tv_sec() as f64 + s.tv_usec() as f64 / 1e6
+    };
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((
+        wall,
+        secs(&after) - secs(&before),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+/// The built-in renderer: one process, then a sharded render on 1, 2 and 3 agents, of the same
+/// sample world; optionally fastanvil's `anvil tiles` on the same region files.
+async fn map_suite(a: &Args) -> anyhow::Result<()> {
+    let n = a.map_regions;
+    let regions = f64::from(n * n);
+    let site = Site::new(&[])?;
+    let world = site.path().join("worlds").join("bench");
+    let (gen, _, _) = timed(
+        Command::new(bin("renderfleet"))
+            .arg("sample-world")
+            .arg(&world)
+            .args(["--regions", &n.to_string(), "--seed", "1"]),
+    )?;
+    println!("map: sample world {n}x{n} = {regions} regions written in {gen:.1} s");
+
+    // One process, one thread: the renderer's own cost per region (parse, draw, PNG).
+    let solo_out = site.path().join("solo");
+    let (wall, cpu, _) = timed(
+        Command::new(bin("renderfleet-agent"))
+            .args(["map", "render", "--threads", "1", "--force", "--world"])
+            .arg(&world)
+            .arg("--out")
+            .arg(&solo_out),
+    )?;
+    println!(
+        "map: one process, 1 thread: {:.2} s = {:.2} regions/s, {:.1} ms CPU per region",
+        wall,
+        regions / wall,
+        cpu / regions * 1000.0
+    );
+    let (wall2, cpu2, _) = timed(
+        Command::new(bin("renderfleet-agent"))
+            .args(["map", "render", "--threads", "2", "--force", "--world"])
+            .arg(&world)
+            .arg("--out")
+            .arg(&solo_out),
+    )?;
+    println!(
+        "map: one process, 2 threads: {:.2} s = {:.2} regions/s, {:.1} ms CPU per region",
+        wall2,
+        regions / wall2,
+        cpu2 / regions * 1000.0
+    );
+
+    if let (Some(anvil), Some(palette)) = (&a.anvil, &a.anvil_palette) {
+        let out = site.path().join("anvil-tiles");
+        std::fs::create_dir_all(&out)?;
+        let (aw, acpu, _) = timed(
+            Command::new(anvil)
+                .arg("tiles")
+                .arg(&world)
+                .arg("--palette")
+                .arg(palette)
+                .arg("--out")
+                .arg(&out)
+                .arg("--calculate-heights")
+                .env("RAYON_NUM_THREADS", "1")
+                .env("RUST_LOG", "warn"),
+        )?;
+        let tiles = std::fs::read_dir(&out)?.count();
+        println!(
+            "map: fastanvil `anvil tiles`, 1 thread: {aw:.2} s for {tiles} tiles = {:.2} regions/s, {:.1} ms CPU per region; renderfleet / anvil time per region = {:.2}",
+            f64::from(tiles as u32) / aw,
+            acpu / f64::from(tiles as u32) * 1000.0,
+            (wall / regions) / (aw / f64::from(tiles as u32))
+        );
+    }
+
+    let redis = TestRedis::start()?;
+    let mut base = f64::NAN;
+    for agents in 1..=3usize {
+        let ns = format!("mapbench{agents}");
+        let fleet = redis.fleet(&ns).await?;
+        let mut procs = Vec::new();
+        for i in 0..agents {
+            procs.push(
+                Agent::start_ready(
+                    &redis.url(),
+                    &ns,
+                    &site,
+                    AgentOpts::new(&format!("m{agents}-{i}")).capacity(1),
+                )
+                .await?,
+            );
+        }
+        let cpu0: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum();
+        let rcpu0 = redis_cpu_secs(&redis).await?;
+        let t = Instant::now();
+        let out = renderfleet_tests::cli(
+            &redis.url(),
+            &ns,
+            &[
+                "submit", "--world", "bench", "--renderer", "builtin", "--param", "force=true",
+            ],
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let job = loop {
+            if let Some(j) = fleet.job(&id).await? {
+                if j.state.is_final() {
+                    break j;
+                }
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                bail!("sharded render did not finish in 10 min");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let wall = t.elapsed().as_secs_f64();
+        let cpu: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum::<f64>() - cpu0;
+        let rcpu = redis_cpu_secs(&redis).await? - rcpu0;
+        if job.state.as_str() != "succeeded" {
+            bail!("sharded render ended {}: {:?}", job.state, job.error);
+        }
+        let rate = regions / wall;
+        if agents == 1 {
+            base = rate;
+        }
+        println!(
+            "map: sharded render, {agents} agent(s) x capacity 1: {wall:.2} s = {rate:.2} regions/s = {:.2}x one agent; CPU {:.1} ms/region (agents + renderers), Redis {:.2} ms/region",
+            rate / base,
+            cpu / regions * 1000.0,
+            rcpu / regions * 1000.0
+        );
+        drop(procs);
     }
     Ok(())
 }
