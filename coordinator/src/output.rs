@@ -72,7 +72,11 @@ pub fn job_detail(j: &JobRecord) -> String {
         row("exit code", &c.to_string());
     }
     if let Some(sh) = &j.shards {
-        let tail = if sh.finalizing { "; final step" } else { "" };
+        let tail = if sh.finalizing && !j.state.is_final() {
+            "; final step"
+        } else {
+            ""
+        };
         row(
             "shards",
             &format!(

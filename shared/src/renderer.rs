@@ -424,6 +424,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_profiles_load_with_the_bluemap_parser() {
+        let p = Profiles::parse(include_str!("../../examples/renderers.toml")).unwrap();
+        assert_eq!(p.get("bluemap").unwrap().progress, ProgressSpec::BlueMap);
+        let b = Profiles::builtin();
+        assert!(matches!(b.get("builtin").unwrap().runner, Runner::Map));
+        // Published and read back (what submitters validate against) it is the same profile.
+        let json = b.get("builtin").unwrap().to_json();
+        assert!(matches!(
+            Profile::from_json("builtin", &json).unwrap().runner,
+            Runner::Map
+        ));
+    }
+
+    #[test]
     fn builtins_parse() {
         let p = Profiles::parse(BUILTIN_TOML).expect("built-in profiles parse");
         assert!(p.get("overviewer").is_ok());
