@@ -24,10 +24,10 @@ umask 077
   echo "user coordinator on >$REDIS_COORDINATOR_PASSWORD ~${p}* &* +@all -@dangerous"
   echo "user agent on >$REDIS_AGENT_PASSWORD" \
     "~${p}job:* ~${p}stream:* ~${p}jobs ~${p}expiry ~${p}delayed ~${p}dead ~${p}lock:* ~${p}waiting:*" \
-    "~${p}worker:* ~${p}workers ~${p}heartbeats ~${p}renderers" \
+    "~${p}worker:* ~${p}workers ~${p}heartbeats ~${p}renderers ~${p}stats ~${p}stats:durations" \
     "-@all +@connection +ping +time +evalsha +eval +script|load +script|exists" \
     "+xreadgroup +xgroup|create +xpending +xrange +xadd +xack +xdel +xlen" \
-    "+hset +hmset +hget +hmget +hgetall +hincrby +get +set +del +exists +lpop +rpush +ltrim +lrange +lrem" \
+    "+hset +hmset +hsetnx +hdel +hget +hmget +hgetall +hincrby +get +set +del +exists +lpop +rpush +ltrim +lrange +lrem" \
     "+zadd +zrem +zrange +zrangebyscore +zcount +zcard +pexpire +persist +pttl"
 } > "$acl"
 chown redis:redis "$acl" /data

@@ -469,3 +469,85 @@ async fn network_cut_hands_the_job_back_and_the_stale_agent_stops() {
     .await;
     let _ = docker(&["ps"]);
 }
+
+#[tokio::test]
+async fn compose_stack_renders_a_sample_world_across_its_agents() {
+    let stack = Stack::new("maps", &[], "none").unwrap();
+    // A 2x2-region world in the stack's worlds directory (mounted read-only into the agents).
+    let world = stack.dir.path().join("worlds").join("w");
+    let out = std::process::Command::new(bin("renderfleet"))
+        .arg("sample-world")
+        .arg(&world)
+        .args(["--regions", "2", "--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&world)
+        .status()
+        .unwrap();
+    stack.up(&["redis"]).unwrap();
+    fast_policy(&stack, &["min_workers=0"]);
+    stack.up(&[]).unwrap();
+    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
+        .await
+        .unwrap();
+    wait_for(T, "the three compose agents", || async {
+        (workers(&fleet).await.len() >= 3).then_some(())
+    })
+    .await;
+    let id = cli_ok(
+        &stack.url("admin"),
+        &stack.ns,
+        &["submit", "--world", "w", "--renderer", "builtin"],
+    );
+    let parent = wait_for(T, "the sharded render to end", || async {
+        fleet
+            .job(&id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|j| j.state.is_final())
+    })
+    .await;
+    assert_eq!(parent.state.as_str(), "succeeded", "{parent:?}");
+    assert_eq!(parent.shards.as_ref().map(|s| s.done), Some(4));
+    // Every transition ran to its end under the agent's ACL user: finished records got their
+    // retention (PEXPIRE comes last in the script), and the fleet counters moved.
+    let mut shard_workers = std::collections::BTreeSet::new();
+    for sid in fleet.shards(&id).await.unwrap() {
+        let pttl = redis_cli(
+            &stack,
+            "admin",
+            &["PTTL", &format!("{{{}}}:job:{sid}", stack.ns)],
+        );
+        assert!(pttl.parse::<i64>().unwrap() > 0, "{sid}: PTTL {pttl}");
+        shard_workers.insert(fleet.job(&sid).await.unwrap().unwrap().worker.unwrap());
+    }
+    let ok = redis_cli(
+        &stack,
+        "admin",
+        &["HGET", &format!("{{{}}}:stats", stack.ns), "jobs_succeeded"],
+    );
+    assert!(ok.parse::<u64>().unwrap() >= 5, "jobs_succeeded = {ok}");
+    // The map is in the shared output volume, written by the agents.
+    let listing = docker_ok(&[
+        "exec",
+        &stack.container("agent-1"),
+        "ls",
+        "/output/w/builtin/tiles/0",
+        "/output/w/builtin",
+    ]);
+    for f in [
+        "-1_-1.png",
+        "-1_0.png",
+        "0_-1.png",
+        "0_0.png",
+        "index.html",
+        "map.js",
+    ] {
+        assert!(listing.contains(f), "{f} missing:\n{listing}");
+    }
+    assert!(!shard_workers.is_empty(), "{shard_workers:?}");
+}
