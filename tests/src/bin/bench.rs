@@ -45,6 +45,9 @@ struct Args {
     /// Map suite: side of the sample world in regions (N x N)
     #[arg(long, default_value_t = 8)]
     map_regions: u32,
+    /// Map suite: runs of each sharded configuration (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    map_repeats: usize,
     /// Map suite: fastanvil's `anvil` binary (from owengage/fastnbt's tools crate), to time its
     /// `tiles` command on the same region files; skipped when unset
     #[arg(long)]
@@ -275,6 +278,59 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(f64, f64, String)> {
     ))
 }
 
+/// One forced sharded render of the bench world on `agents` fresh agents: (wall s, agents' and
+/// renderers' CPU s, Redis CPU s).
+async fn sharded_run(
+    redis: &TestRedis,
+    site: &Site,
+    agents: usize,
+    rep: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let ns = format!("mapbench{agents}r{rep}");
+    let fleet = redis.fleet(&ns).await?;
+    let mut procs = Vec::new();
+    for i in 0..agents {
+        procs.push(
+            Agent::start_ready(
+                &redis.url(),
+                &ns,
+                site,
+                AgentOpts::new(&format!("m{agents}r{rep}-{i}")).capacity(1),
+            )
+            .await?,
+        );
+    }
+    let cpu0: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum();
+    let rcpu0 = redis_cpu_secs(redis).await?;
+    let t = Instant::now();
+    let out = renderfleet_tests::cli(
+        &redis.url(),
+        &ns,
+        &[
+            "submit", "--world", "bench", "--renderer", "builtin", "--param", "force=true",
+        ],
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let job = loop {
+        if let Some(j) = fleet.job(&id).await? {
+            if j.state.is_final() {
+                break j;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("sharded render did not finish in 10 min");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let wall = t.elapsed().as_secs_f64();
+    let cpu: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum::<f64>() - cpu0;
+    let rcpu = redis_cpu_secs(redis).await? - rcpu0;
+    if job.state.as_str() != "succeeded" {
+        bail!("sharded render ended {}: {:?}", job.state, job.error);
+    }
+    Ok((wall, cpu, rcpu))
+}
+
 /// The built-in renderer: one process, then a sharded render on 1, 2 and 3 agents, of the same
 /// sample world; optionally fastanvil's `anvil tiles` on the same region files.
 async fn map_suite(a: &Args) -> anyhow::Result<()> {
@@ -349,65 +405,24 @@ async fn map_suite(a: &Args) -> anyhow::Result<()> {
     let redis = TestRedis::start()?;
     let mut base = f64::NAN;
     for agents in 1..=3usize {
-        let ns = format!("mapbench{agents}");
-        let fleet = redis.fleet(&ns).await?;
-        let mut procs = Vec::new();
-        for i in 0..agents {
-            procs.push(
-                Agent::start_ready(
-                    &redis.url(),
-                    &ns,
-                    &site,
-                    AgentOpts::new(&format!("m{agents}-{i}")).capacity(1),
-                )
-                .await?,
-            );
+        let mut runs = Vec::new();
+        for rep in 0..a.map_repeats.max(1) {
+            runs.push(sharded_run(&redis, &site, agents, rep).await?);
         }
-        let cpu0: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum();
-        let rcpu0 = redis_cpu_secs(&redis).await?;
-        let t = Instant::now();
-        let out = renderfleet_tests::cli(
-            &redis.url(),
-            &ns,
-            &[
-                "submit",
-                "--world",
-                "bench",
-                "--renderer",
-                "builtin",
-                "--param",
-                "force=true",
-            ],
-        );
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let job = loop {
-            if let Some(j) = fleet.job(&id).await? {
-                if j.state.is_final() {
-                    break j;
-                }
-            }
-            if t.elapsed() > Duration::from_secs(600) {
-                bail!("sharded render did not finish in 10 min");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let wall = t.elapsed().as_secs_f64();
-        let cpu: f64 = procs.iter().map(|p| proc_cpu_secs(p.pid())).sum::<f64>() - cpu0;
-        let rcpu = redis_cpu_secs(&redis).await? - rcpu0;
-        if job.state.as_str() != "succeeded" {
-            bail!("sharded render ended {}: {:?}", job.state, job.error);
-        }
+        runs.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let walls: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.0)).collect();
+        let (wall, cpu, rcpu) = runs[runs.len() / 2];
         let rate = regions / wall;
         if agents == 1 {
             base = rate;
         }
         println!(
-            "map: sharded render, {agents} agent(s) x capacity 1: {wall:.2} s = {rate:.2} regions/s = {:.2}x one agent; CPU {:.1} ms/region (agents + renderers), Redis {:.2} ms/region",
+            "map: sharded render, {agents} agent(s) x capacity 1: median {wall:.2} s of [{}] = {rate:.2} regions/s = {:.2}x one agent; CPU {:.1} ms/region (agents + renderers), Redis {:.2} ms/region",
+            walls.join(", "),
             rate / base,
             cpu / regions * 1000.0,
             rcpu / regions * 1000.0
         );
-        drop(procs);
     }
 
     // Planning's one script: fan a parent out into 10,000 shards.
