@@ -307,7 +307,13 @@ async fn sharded_run(
         &redis.url(),
         &ns,
         &[
-            "submit", "--world", "bench", "--renderer", "builtin", "--param", "force=true",
+            "submit",
+            "--world",
+            "bench",
+            "--renderer",
+            "builtin",
+            "--param",
+            "force=true",
         ],
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
