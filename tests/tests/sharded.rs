@@ -154,6 +154,14 @@ async fn three_agents_with_a_kill9_render_the_same_bytes_as_one_agent() {
 
     let parent = wait_final(&fleet, &id).await;
     assert_eq!(parent.state, JobState::Succeeded, "{parent:?}");
+    // The render's start is its planning, before any shard started.
+    let first_shard = shard_records(&fleet, &id)
+        .await
+        .iter()
+        .filter_map(|s| s.started_at_ms)
+        .min()
+        .unwrap();
+    assert!(parent.started_at_ms.unwrap() <= first_shard);
     let counts = parent.shards.clone().unwrap();
     assert_eq!((counts.total, counts.done, counts.failed), (16, 16, 0));
     // Every region is one shard, and every shard succeeded.

@@ -195,9 +195,10 @@ local function start(worker, prio, eid, id)
   redis.call('SET', lk, id)
   local attempt = (tonumber(j[5]) or 0) + 1
   if j[11] == 'finalize' then
-    -- A sharded render's final step keeps its shard totals and progress on show.
-    redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
-      'started_us', NOW_US, 'updated_at', NOW, 'phase', 'final step', 'error', '', 'exit_code', '',
+    -- A sharded render's final step keeps its shard totals and progress on show, and its start
+    -- time (the render's duration runs from planning to the end of the final step).
+    redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker,
+      'updated_at', NOW, 'phase', 'final step', 'error', '', 'exit_code', '',
       'next_attempt_at', '', 'pid', '', 'pstart', '', 'host', '')
   elseif attempt == 1 then
     redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', NOW,
