@@ -554,3 +554,101 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
         &artifacts.join("viewer-http.png"),
     );
 }
+
+/// The protocol alone (no agents): a parent's final step that is lost keeps the world's lock, so
+/// a second render of the world cannot plan before the first one's zoom levels are built.
+#[tokio::test]
+async fn a_lost_final_step_keeps_the_world_until_it_is_done() {
+    use renderfleet_shared::fleet::{Finished, Outcome};
+    use renderfleet_shared::job::JobSpec;
+    let redis = TestRedis::start().unwrap();
+    let ns = ns("finallock");
+    let fleet = redis.fleet(&ns).await.unwrap();
+    fleet.ensure_groups().await.unwrap();
+    let profiles = renderfleet_shared::renderer::Profiles::builtin();
+    let spec = JobSpec {
+        world: "w".into(),
+        renderer: "builtin".into(),
+        ..Default::default()
+    };
+    let first = fleet.submit(&spec, &profiles).await.unwrap().id;
+    let (c, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(c[0].id, first);
+    let shards = vec![("r.0.0".to_owned(), r#"{"region":"0,0"}"#.to_owned())];
+    let n = fleet
+        .fanout(&first, c[0].attempt, "w1", &shards)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+    // A stale planner cannot fan out again.
+    assert!(matches!(
+        fleet
+            .fanout(&first, c[0].attempt, "w1", &shards)
+            .await
+            .unwrap(),
+        Err(Finished::Stale(_))
+    ));
+    let (s, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(s[0].parent, first);
+    assert_eq!(s[0].shard, "r.0.0");
+    fleet
+        .finish(
+            &s[0].id,
+            s[0].attempt,
+            "w1",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    // The last shard queued the final step; it is lost with its worker.
+    let (f, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(
+        (f[0].id.as_str(), f[0].stage.as_str()),
+        (first.as_str(), "finalize")
+    );
+    fleet
+        .finish(
+            &f[0].id,
+            f[0].attempt,
+            "w1",
+            Outcome::Lost,
+            None,
+            "worker gone",
+        )
+        .await
+        .unwrap();
+    let lock_key = format!("{}lock:w:builtin", fleet.keys().prefix());
+    let mut conn = redis.conn().await.unwrap();
+    let holder: Option<String> = redis::AsyncCommands::get(&mut conn, &lock_key)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some(first.as_str()));
+    // A second render of the world waits behind the final step...
+    let second = fleet.submit(&spec, &profiles).await.unwrap().id;
+    let (got, _) = fleet.claim("w2", 2).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec![first.as_str()], "only the final step may start");
+    let waiting = fleet.job(&second).await.unwrap().unwrap();
+    assert_eq!(waiting.waiting_on.as_deref(), Some(first.as_str()));
+    // ...and starts once it is done.
+    fleet
+        .finish(
+            &got[0].id,
+            got[0].attempt,
+            "w2",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet.job(&first).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    let (next, _) = fleet.claim("w2", 1).await.unwrap();
+    assert_eq!(next[0].id, second);
+}

@@ -16,7 +16,13 @@ local cancelled = j[1] == 'cancelled' and j[11] == '1'
 if j[1] ~= 'running' and not cancelled then return 'stale:' .. j[1] end
 
 drop_entry(j[4])
-release_lock(id, j[5], j[6], j[14])
+local charged = tonumber(attempt) - (tonumber(j[9]) or 0)
+local max = tonumber(j[8]) or 3
+local final = cancelled or outcome == 'succeeded' or outcome == 'fatal' or
+  ((outcome == 'failed' or outcome == 'lost') and charged >= max)
+-- A sharded render's final step that will run again keeps the world: another render of it must not
+-- plan before this one's zoom levels are built.
+if final or j[15] ~= 'finalize' then release_lock(id, j[5], j[6], j[14]) end
 redis.call('HINCRBY', stats_key(worker), 'jobs_' .. outcome, 1)
 if cancelled then
   finalize(id, 'cancelled', j[12], { 'exit_code', ARGV[6], 'error', 'cancelled' })
@@ -37,8 +43,6 @@ if outcome == 'handback' then
   enqueue(id, j[7])
   return 'queued'
 end
-local charged = tonumber(attempt) - (tonumber(j[9]) or 0)
-local max = tonumber(j[8]) or 3
 if outcome == 'fatal' or charged >= max then
   finalize(id, 'dead', j[12], { 'exit_code', ARGV[6], 'error', ARGV[7] })
   return 'dead'
