@@ -511,6 +511,7 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
             "--maps-dir",
             &maps.to_string_lossy(),
             "--http-public-maps",
+            "--http-public-reads",
         ],
     )
     .unwrap();
@@ -553,6 +554,11 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
         &format!("{base}/maps/w/builtin/"),
         &artifacts.join("viewer-http.png"),
     );
+    // The dashboard shows the render's shards and links its map.
+    let dash = chromium(&format!("{base}/"), &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dash.stdout);
+    assert!(dom.contains("shards 4/4"), "{dom}");
+    assert!(dom.contains("href=\"/maps/w/builtin/\""), "{dom}");
 }
 
 /// The protocol alone (no agents): a parent's final step that is lost keeps the world's lock, so
