@@ -276,9 +276,15 @@ impl Agent {
         }
         let agent = self.clone();
         jobs.spawn(async move {
-            let id = claim.id.clone();
+            let (id, attempt) = (claim.id.clone(), claim.attempt);
             executor::execute(&agent, claim, rx).await;
-            agent.state().running.remove(&id);
+            // Only this attempt's entry: a sharded render's final step (same id, next attempt)
+            // may already be running here.
+            let mut st = agent.state();
+            if st.running.get(&id).is_some_and(|r| r.attempt == attempt) {
+                st.running.remove(&id);
+            }
+            drop(st);
             agent.slot_freed.notify_one();
         });
     }

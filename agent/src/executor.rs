@@ -58,7 +58,17 @@ pub async fn execute(agent: &Agent, claim: Claim, stop: watch::Receiver<Option<S
                 Err(e) => e,
             },
         };
+        let done = claim.stage == "finalize" && ending.outcome == Outcome::Succeeded;
         record(agent, &claim, ending).await;
+        if done {
+            // The render has ended: its plan is no longer needed (a retry plans afresh).
+            let out = agent
+                .cfg
+                .output_dir
+                .join(&claim.world)
+                .join(&claim.renderer);
+            let _ = tokio::fs::remove_file(plan_path(&out, &claim.id, claim.run)).await;
+        }
     }
     .instrument(span)
     .await
@@ -127,7 +137,7 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Prepared<'a>, Ending> {
                 "--out",
                 &output_dir.to_string_lossy(),
                 "--plan",
-                &plan_path(&output_dir, &claim.id).to_string_lossy(),
+                &plan_path(&output_dir, &claim.id, claim.run).to_string_lossy(),
                 "--name",
                 &claim.world,
             ])?
@@ -191,9 +201,12 @@ fn map_argv(args: &[&str]) -> Result<Vec<String>, Ending> {
 async fn shard(agent: &Agent, claim: &Claim, s: Sharding) -> Result<(), Ending> {
     let (world, out) = (s.world_dir.clone(), s.output_dir.clone());
     let id = claim.id.clone();
+    // This attempt becomes the render's run (fanout.lua records it); the final step reads the
+    // plan of its own run, never one an outdated planner wrote.
+    let run = claim.attempt;
     let planned = tokio::task::spawn_blocking(move || {
         let plan = output::plan(&world, &out, s.force)?;
-        output::write_plan(&out, &id, &plan)?;
+        output::write_plan(&out, &id, run, &plan)?;
         Ok::<_, output::OutputError>(plan)
     })
     .await
@@ -236,10 +249,15 @@ async fn shard(agent: &Agent, claim: &Claim, s: Sharding) -> Result<(), Ending> 
             info!(shards = n, "render sharded");
             Ok(())
         }
-        Ok(Err(stale)) => {
-            info!(?stale, "attempt is stale; shards not queued");
-            Ok(())
-        }
+        // Cancelled while planning (or superseded): recording the attempt lets finish.lua end a
+        // cancelled parent and free its world; a superseded attempt is refused there, harmlessly.
+        Ok(Err(stale)) => Err(Ending::new(
+            Outcome::Failed,
+            None,
+            format!(
+                "the render moved on while it was being planned ({stale:?}); shards not queued"
+            ),
+        )),
         Err(e) => Err(Ending::new(
             Outcome::Failed,
             None,

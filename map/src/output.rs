@@ -6,7 +6,7 @@
 //! <out>/map.js                       the index: levels and the regions drawn
 //! <out>/tiles/<level>/<x>_<z>.png    level 0: one tile per region; level L: 2^L x 2^L regions
 //! <out>/.renderfleet/regions/<x>_<z>.json   what each region's tile was drawn from (incremental)
-//! <out>/.renderfleet/plan-<job>.json        a sharded render's plan, read by its final step
+//! <out>/.renderfleet/plan-<job>.<run>.json  a sharded render's plan, read by its final step
 //! ```
 //! Every file is written to a temporary name and renamed into place, so a reader (or a render
 //! killed half way) never sees half a tile.
@@ -158,9 +158,10 @@ pub fn tile_path(out: &Path, level: u32, x: i32, z: i32) -> PathBuf {
         .join(format!("{x}_{z}.png"))
 }
 
-/// Path of job `job`'s plan.
-pub fn plan_path(out: &Path, job: &str) -> PathBuf {
-    out.join(".renderfleet").join(format!("plan-{job}.json"))
+/// Path of the plan of run `run` (the planning attempt) of job `job`.
+pub fn plan_path(out: &Path, job: &str, run: u32) -> PathBuf {
+    out.join(".renderfleet")
+        .join(format!("plan-{job}.{run}.json"))
 }
 
 /// Write `bytes` to `path` atomically (temporary file in the same directory, then rename).
@@ -232,13 +233,13 @@ fn is_current(out: &Path, id: RegionId, size: u64, mtime_ns: u128) -> bool {
         && (state.chunks == 0 || tile_path(out, 0, id.x, id.z).is_file())
 }
 
-pub fn write_plan(out: &Path, job: &str, plan: &Plan) -> Result<(), OutputError> {
+pub fn write_plan(out: &Path, job: &str, run: u32, plan: &Plan) -> Result<(), OutputError> {
     let bytes = serde_json::to_vec(plan).map_err(|e| OutputError::Other(e.to_string()))?;
-    write_atomic(&plan_path(out, job), &bytes)
+    write_atomic(&plan_path(out, job, run), &bytes)
 }
 
-pub fn read_plan(out: &Path, job: &str) -> Result<Plan, OutputError> {
-    let path = plan_path(out, job);
+pub fn read_plan(out: &Path, job: &str, run: u32) -> Result<Plan, OutputError> {
+    let path = plan_path(out, job, run);
     let bytes = fs::read(&path).map_err(io_err(&path))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| OutputError::Other(format!("{}: {e}", path.display())))

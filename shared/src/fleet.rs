@@ -80,6 +80,9 @@ pub struct Claim {
     /// For a shard: its parent job.
     #[serde(default)]
     pub parent: String,
+    /// For a sharded render's final step: the attempt that planned it.
+    #[serde(default)]
+    pub run: u32,
     #[serde(default)]
     pub shard: String,
 }
@@ -463,7 +466,7 @@ impl Fleet {
             other => Err(Error::WrongState {
                 id: id.to_owned(),
                 state: other.trim_start_matches("invalid:").to_owned(),
-                what: "only dead, cancelled or failed jobs can be retried",
+                what: "only dead, cancelled or failed jobs (and shards of a render still waiting for its shards) can be retried",
             }),
         }
     }

@@ -658,3 +658,235 @@ async fn a_lost_final_step_keeps_the_world_until_it_is_done() {
     let (next, _) = fleet.claim("w2", 1).await.unwrap();
     assert_eq!(next[0].id, second);
 }
+
+async fn protocol_fleet(test: &str) -> (TestRedis, Fleet, renderfleet_shared::renderer::Profiles) {
+    let redis = TestRedis::start().unwrap();
+    let fleet = redis.fleet(&ns(test)).await.unwrap();
+    fleet.ensure_groups().await.unwrap();
+    (
+        redis,
+        fleet,
+        renderfleet_shared::renderer::Profiles::builtin(),
+    )
+}
+
+fn builtin_spec(world: &str) -> renderfleet_shared::job::JobSpec {
+    renderfleet_shared::job::JobSpec {
+        world: world.into(),
+        renderer: "builtin".into(),
+        max_attempts: Some(3),
+        ..Default::default()
+    }
+}
+
+fn region_shards(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("r.{i}.0"), format!(r#"{{"region":"{i},0"}}"#)))
+        .collect()
+}
+
+/// Cancelled while planning: the planner's late fan-out is refused, recording its attempt ends
+/// the render, and the world is free for the next one.
+#[tokio::test]
+async fn cancel_while_planning_frees_the_world() {
+    use renderfleet_shared::fleet::{Finished, Outcome};
+    let (_redis, fleet, profiles) = protocol_fleet("cancelplan").await;
+    let first = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let (c, _) = fleet.claim("w1", 1).await.unwrap();
+    fleet.cancel(&first).await.unwrap();
+    let r = fleet
+        .fanout(&first, c[0].attempt, "w1", &region_shards(2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(Finished::Stale(ref s)) if s == "cancelled"),
+        "{r:?}"
+    );
+    assert!(fleet.shards(&first).await.unwrap().is_empty());
+    let second = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let (none, _) = fleet.claim("w2", 1).await.unwrap();
+    assert!(
+        none.is_empty(),
+        "the world is still the first render's until its agent reports"
+    );
+    fleet
+        .finish(
+            &first,
+            c[0].attempt,
+            "w1",
+            Outcome::Failed,
+            None,
+            "moved on while planning",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet.job(&first).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    let (next, _) = fleet.claim("w2", 1).await.unwrap();
+    assert_eq!(next[0].id, second);
+}
+
+/// A dead shard retried while its render waits is no longer counted as failed: the render waits
+/// for it and succeeds. Once the render has moved on, retrying a shard is refused.
+#[tokio::test]
+async fn retrying_a_dead_shard_while_its_render_waits() {
+    use renderfleet_shared::fleet::Outcome;
+    let (_redis, fleet, profiles) = protocol_fleet("shardretry").await;
+    let parent = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let (c, _) = fleet.claim("w1", 1).await.unwrap();
+    fleet
+        .fanout(&parent, c[0].attempt, "w1", &region_shards(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let (s, _) = fleet.claim("w1", 2).await.unwrap();
+    assert_eq!(s.len(), 2);
+    fleet
+        .finish(
+            &s[0].id,
+            s[0].attempt,
+            "w1",
+            Outcome::Fatal,
+            Some(3),
+            "bad region",
+        )
+        .await
+        .unwrap();
+    let p = fleet.job(&parent).await.unwrap().unwrap();
+    assert_eq!(p.shards.as_ref().map(|x| x.failed), Some(1));
+    fleet.retry(&s[0].id).await.unwrap();
+    let p = fleet.job(&parent).await.unwrap().unwrap();
+    assert_eq!(p.shards.as_ref().map(|x| x.failed), Some(0));
+    // The other shard ends: the render still waits for the retried one.
+    fleet
+        .finish(
+            &s[1].id,
+            s[1].attempt,
+            "w1",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet.job(&parent).await.unwrap().unwrap().state,
+        JobState::Sharded
+    );
+    let (again, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(again[0].id, s[0].id);
+    fleet
+        .finish(
+            &again[0].id,
+            again[0].attempt,
+            "w1",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    let (f, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(f[0].stage, "finalize");
+    assert_eq!(f[0].run, c[0].attempt);
+    fleet
+        .finish(
+            &f[0].id,
+            f[0].attempt,
+            "w1",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    let p = fleet.job(&parent).await.unwrap().unwrap();
+    assert_eq!(p.state, JobState::Succeeded, "{p:?}");
+    assert_eq!(p.shards.map(|x| (x.done, x.failed)), Some((2, 0)));
+    // Shards are not in the main list, even after a retry.
+    let listed = fleet.jobs(None, 100).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // The render has ended: its shards are retried through it.
+    assert!(fleet.retry(&s[1].id).await.is_err());
+}
+
+/// A final step waiting for its retry keeps its world when retried by hand (it runs the final
+/// step now), and a job waiting for a lock whose waker was cancelled is not stranded.
+#[tokio::test]
+async fn retry_of_a_final_step_and_cancel_of_a_woken_waiter() {
+    use renderfleet_shared::fleet::Outcome;
+    let (redis, fleet, profiles) = protocol_fleet("finalretry").await;
+    let parent = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let (c, _) = fleet.claim("w1", 1).await.unwrap();
+    fleet
+        .fanout(&parent, c[0].attempt, "w1", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let (f, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(f[0].stage, "finalize");
+    fleet
+        .finish(
+            &f[0].id,
+            f[0].attempt,
+            "w1",
+            Outcome::Failed,
+            Some(1),
+            "disk full",
+        )
+        .await
+        .unwrap();
+    // Two more renders of the world wait behind it.
+    let b = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let cc = fleet
+        .submit(&builtin_spec("w"), &profiles)
+        .await
+        .unwrap()
+        .id;
+    let (none, _) = fleet.claim("w2", 2).await.unwrap();
+    assert!(none.is_empty());
+    fleet.retry(&parent).await.unwrap();
+    let (f2, _) = fleet.claim("w1", 1).await.unwrap();
+    assert_eq!(
+        (f2[0].id.as_str(), f2[0].stage.as_str()),
+        (parent.as_str(), "finalize")
+    );
+    fleet
+        .finish(
+            &f2[0].id,
+            f2[0].attempt,
+            "w1",
+            Outcome::Succeeded,
+            Some(0),
+            "",
+        )
+        .await
+        .unwrap();
+    // Its end woke b; b is cancelled before it starts: c must be woken in its place.
+    fleet.cancel(&b).await.unwrap();
+    let (next, _) = fleet.claim("w2", 1).await.unwrap();
+    assert_eq!(next.first().map(|c| c.id.as_str()), Some(cc.as_str()));
+    drop(redis);
+}

@@ -7,17 +7,16 @@ local function cancel_one(id)
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'state', 'entry', 'waiting_on', 'world', 'renderer', 'shard', 'stage')
   if not j[1] then return 'missing' end
-  if j[1] == 'queued' then
+  if j[1] == 'queued' or j[1] == 'failed' then
     drop_entry(j[2])
+    redis.call('ZREM', P .. 'delayed', id)
     if j[3] and j[3] ~= '' then redis.call('LREM', waiting_key(j[4], j[5], j[6]), 0, id) end
     finalize(id, 'cancelled', nil, nil)
-    if j[7] == 'finalize' then release_lock(id, j[4], j[5], j[6]) end
-    return 'cancelled'
-  end
-  if j[1] == 'failed' then
-    redis.call('ZREM', P .. 'delayed', id)
-    finalize(id, 'cancelled', nil, nil)
-    if j[7] == 'finalize' then release_lock(id, j[4], j[5], j[6]) end
+    -- Free the lock if this job holds it (a sharded render's final step); and if this job was the
+    -- waiter the last release woke, or the lock is otherwise free, wake the next one in its place.
+    release_lock(id, j[4], j[5], j[6])
+    local holder = redis.call('GET', lock_key(j[4], j[5], j[6]))
+    if not holder or not holds_lock(holder) then wake_next(j[4], j[5], j[6]) end
     return 'cancelled'
   end
   if j[1] == 'running' then

@@ -30,11 +30,12 @@ for i = 5, #ARGV, 2 do
   redis.call('RPUSH', ck, cid)
   n = n + 1
 end
--- Planning is not charged against the parent's attempts: its final step gets the full budget.
+-- Planning is not charged against the parent's attempts (not even planning attempts that
+-- failed): its final step gets the full budget.
 redis.call('HSET', k, 'state', 'sharded', 'stage', '', 'entry', '', 'run', attempt,
   'children_total', n, 'children_done', 0, 'children_failed', 0,
   'progress', 0, 'phase', 'shards 0/' .. n, 'updated_at', NOW, 'pid', '', 'pstart', '',
-  'free_attempts', (tonumber(j[12]) or 0) + 1)
+  'free_attempts', attempt)
 redis.call('HDEL', k, 'first_child_error')
 redis.call('HINCRBY', stats_key(worker), 'jobs_fanout', 1)
 if n == 0 then

@@ -67,10 +67,8 @@ local function holds_lock(holder)
 end
 
 -- Release job `id`'s lock and queue the first job that waits for it.
-local function release_lock(id, world, renderer, shard)
-  local lk = lock_key(world, renderer, shard)
-  if redis.call('GET', lk) ~= id then return end
-  redis.call('DEL', lk)
+-- Queue the first job still waiting for the (world, renderer[, shard]) lock.
+local function wake_next(world, renderer, shard)
   local wk = waiting_key(world, renderer, shard)
   while true do
     local nxt = redis.call('LPOP', wk)
@@ -81,6 +79,13 @@ local function release_lock(id, world, renderer, shard)
       return
     end
   end
+end
+
+local function release_lock(id, world, renderer, shard)
+  local lk = lock_key(world, renderer, shard)
+  if redis.call('GET', lk) ~= id then return end
+  redis.call('DEL', lk)
+  wake_next(world, renderer, shard)
 end
 
 -- Shard `id` of a sharded render reached final state `state`: count it on its parent, and when the
@@ -179,7 +184,7 @@ local function start(worker, prio, eid, id)
   end
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'state', 'entry', 'world', 'renderer', 'attempt', 'params',
-    'timeout_ms', 'priority', 'created_at', 'shard', 'stage', 'parent')
+    'timeout_ms', 'priority', 'created_at', 'shard', 'stage', 'parent', 'run')
   if j[1] ~= 'queued' or j[2] ~= entry or not j[3] or not j[4] then
     drop_entry(entry)
     return nil
@@ -213,7 +218,7 @@ local function start(worker, prio, eid, id)
   return cjson.encode({ id = id, attempt = attempt, world = j[3], renderer = j[4],
     params = j[6] or '{}', timeout_ms = j[7] or '', priority = j[8] or 'normal',
     created_at = tonumber(j[9]) or 0, started_at = NOW, stage = j[11] or '', parent = j[12] or '',
-    shard = j[10] or '' })
+    shard = j[10] or '', run = tonumber(j[13]) or 0 })
 end
 
 -- Count `n` jobs taken by `worker` (once per script call, not per job).
