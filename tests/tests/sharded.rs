@@ -538,6 +538,11 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&index.stdout).contains("href=\"/maps/w/builtin/\""));
+    // A file that exists, in a dot-directory: never served.
+    assert!(site
+        .output("w", "builtin")
+        .join(".renderfleet/regions/0_0.json")
+        .is_file());
     let hidden = Command::new("curl")
         .args([
             "-s",
@@ -545,7 +550,7 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
             "/dev/null",
             "-w",
             "%{http_code}",
-            &format!("{base}/maps/w/builtin/.renderfleet/plan-{id}.json"),
+            &format!("{base}/maps/w/builtin/.renderfleet/regions/0_0.json"),
         ])
         .output()
         .unwrap();
