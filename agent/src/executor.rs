@@ -62,12 +62,8 @@ pub async fn execute(agent: &Agent, claim: Claim, stop: watch::Receiver<Option<S
         record(agent, &claim, ending).await;
         if done {
             // The render has ended: its plan is no longer needed (a retry plans afresh).
-            let out = agent
-                .cfg
-                .output_dir
-                .join(&claim.world)
-                .join(&claim.renderer);
-            let _ = tokio::fs::remove_file(plan_path(&out, &claim.id, claim.run)).await;
+            let plan = plan_path(&output_dir(agent, &claim), &claim.id, claim.run);
+            let _ = tokio::fs::remove_file(plan).await;
         }
     }
     .instrument(span)
@@ -111,11 +107,7 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Prepared<'a>, Ending> {
         return Ok(Prepared::Done);
     }
     let world_dir = resolve_world(&agent.cfg.worlds_dir, &claim.world)?;
-    let output_dir = agent
-        .cfg
-        .output_dir
-        .join(&claim.world)
-        .join(&claim.renderer);
+    let output_dir = output_dir(agent, claim);
     std::fs::create_dir_all(&output_dir).map_err(|e| {
         Ending::new(
             Outcome::Failed,
@@ -180,6 +172,15 @@ fn plan<'a>(agent: &'a Agent, claim: &Claim) -> Result<Prepared<'a>, Ending> {
         argv,
         timeout,
     }))
+}
+
+/// Where a job's renderer writes: `<output-dir>/<world>/<renderer>`.
+fn output_dir(agent: &Agent, claim: &Claim) -> PathBuf {
+    agent
+        .cfg
+        .output_dir
+        .join(&claim.world)
+        .join(&claim.renderer)
 }
 
 /// argv running this agent binary's `map` subcommand (the built-in renderer's steps).

@@ -182,25 +182,12 @@ fn render_all(
         plan.count(Action::Skip),
         plan.count(Action::Empty)
     );
-    let threads = threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(todo.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&id) = todo.get(i) else { return };
-                if let Err(e) = output::render_region_to(world, out, id) {
-                    if let Ok(mut f) = failures.lock() {
-                        f.push(e.to_string());
-                    }
-                }
-            });
-        }
+    let threads = threads.unwrap_or_else(renderfleet_map::cores);
+    let failures = renderfleet_map::for_each_parallel(&todo, threads, |&id| {
+        output::render_region_to(world, out, id)
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
-    let failures = failures.into_inner().unwrap_or_default();
     for f in &failures {
         eprintln!("{f}");
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::output::{region_dir, OutputError, RegionId};
+use crate::output::{region_dir, write_atomic, OutputError, RegionId};
 use crate::region::pack;
 
 /// Data version written (1.20.1).
@@ -178,10 +178,6 @@ pub type RegionChunk = ((usize, usize), Vec<u8>);
 
 /// Write a region file from its chunks.
 pub fn write_region_file(path: &Path, chunks: &[RegionChunk]) -> Result<(), OutputError> {
-    let io = |e: std::io::Error| OutputError::Io {
-        path: path.to_owned(),
-        source: e,
-    };
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut region = fastanvil::Region::create(&mut buf)
@@ -192,14 +188,7 @@ pub fn write_region_file(path: &Path, chunks: &[RegionChunk]) -> Result<(), Outp
                 .map_err(|e| OutputError::Other(format!("{}: {e}", path.display())))?;
         }
     }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("mca.tmp");
-    let mut f = fs::File::create(&tmp).map_err(io)?;
-    f.write_all(buf.get_ref()).map_err(io)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io)
+    write_atomic(path, buf.get_ref())
 }
 
 /// Deterministic terrain.
@@ -374,28 +363,11 @@ pub fn write_sample_region(
 pub fn write_sample_world(world: &Path, n: u32, seed: u64) -> Result<Vec<RegionId>, OutputError> {
     let ids = sample_regions(n);
     let terrain = Terrain { seed };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<(), OutputError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(ids.len()).max(1))
-            .map(|_| {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&id) = ids.get(i) else { return Ok(()) };
-                    write_sample_region(world, terrain, id)?;
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(OutputError::Other("generator thread panicked".into())))
-            })
-            .collect()
+    let errors = crate::for_each_parallel(&ids, crate::cores(), |&id| {
+        write_sample_region(world, terrain, id)
     });
-    for r in results {
-        r?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
     }
     write_level_dat(world, seed)?;
     Ok(ids)

@@ -380,6 +380,21 @@ impl Drop for Agent {
     }
 }
 
+/// Write a sample world of `n` x `n` regions into `dir` with `renderfleet sample-world`.
+pub fn sample_world(dir: &Path, n: u32, seed: u64) {
+    let out = Command::new(bin("renderfleet"))
+        .arg("sample-world")
+        .arg(dir)
+        .args(["--regions", &n.to_string(), "--seed", &seed.to_string()])
+        .output()
+        .expect("running renderfleet sample-world");
+    assert!(
+        out.status.success(),
+        "renderfleet sample-world: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Run the `renderfleet` CLI against `url`/`ns`.
 pub fn cli(url: &str, ns: &str, args: &[&str]) -> Output {
     Command::new(bin("renderfleet"))

@@ -35,6 +35,28 @@ fn fake(world: &str, seconds: &str) -> JobSpec {
     }
 }
 
+/// Start the stack's Redis, set the policy, bring up `services` (all when empty), and wait until
+/// the heartbeating workers satisfy `ready`. Returns an admin client.
+async fn start_fleet(
+    stack: &Stack,
+    policy: &[&str],
+    services: &[&str],
+    what: &str,
+    ready: impl Fn(&[String]) -> bool,
+) -> renderfleet_shared::Fleet {
+    stack.up(&["redis"]).unwrap();
+    fast_policy(stack, policy);
+    stack.up(services).unwrap();
+    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
+        .await
+        .unwrap();
+    wait_for(T, what, || async {
+        ready(&workers(&fleet).await).then_some(())
+    })
+    .await;
+    fleet
+}
+
 async fn workers(fleet: &renderfleet_shared::Fleet) -> Vec<String> {
     fleet
         .workers()
@@ -48,19 +70,17 @@ async fn workers(fleet: &renderfleet_shared::Fleet) -> Vec<String> {
 #[tokio::test]
 async fn compose_stack_runs_jobs_and_shows_the_documented_keys() {
     let stack = Stack::new("e2e", &["w1", "w2", "w3"], "docker").unwrap();
-    stack.up(&["redis"]).unwrap();
-    fast_policy(&stack, &["min_workers=1", "max_workers=4"]);
-    stack.up(&[]).unwrap();
-    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
-        .await
-        .unwrap();
-    wait_for(T, "the three compose agents", || async {
-        let w = workers(&fleet).await;
-        (["agent-1", "agent-2", "agent-3"]
-            .iter()
-            .all(|a| w.iter().any(|x| x == a)))
-        .then_some(())
-    })
+    let fleet = start_fleet(
+        &stack,
+        &["min_workers=1", "max_workers=4"],
+        &[],
+        "the three compose agents",
+        |w| {
+            ["agent-1", "agent-2", "agent-3"]
+                .iter()
+                .all(|a| w.iter().any(|x| x == a))
+        },
+    )
     .await;
     let mut ids = Vec::new();
     for w in ["w1", "w2", "w3"] {
@@ -147,15 +167,13 @@ async fn compose_stack_runs_jobs_and_shows_the_documented_keys() {
 #[tokio::test]
 async fn docker_kill_mid_render_completes_elsewhere_and_the_container_is_replaced() {
     let stack = Stack::new("kill", &["w1"], "docker").unwrap();
-    stack.up(&["redis"]).unwrap();
-    fast_policy(&stack, &["min_workers=2", "max_workers=2"]);
-    stack.up(&["redis", "coordinator"]).unwrap();
-    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
-        .await
-        .unwrap();
-    wait_for(T, "two backend workers", || async {
-        (workers(&fleet).await.len() == 2).then_some(())
-    })
+    let fleet = start_fleet(
+        &stack,
+        &["min_workers=2", "max_workers=2"],
+        &["redis", "coordinator"],
+        "two backend workers",
+        |w| w.len() == 2,
+    )
     .await;
     let containers = stack.backend_containers();
     assert_eq!(containers.len(), 2, "{containers:?}");
@@ -199,15 +217,13 @@ async fn burst_adds_labelled_containers_then_drains_and_removes_them() {
         "docker",
     )
     .unwrap();
-    stack.up(&["redis"]).unwrap();
-    fast_policy(&stack, &["min_workers=1", "max_workers=3"]);
-    stack.up(&["redis", "coordinator"]).unwrap();
-    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
-        .await
-        .unwrap();
-    wait_for(T, "one backend worker", || async {
-        (workers(&fleet).await.len() == 1).then_some(())
-    })
+    let fleet = start_fleet(
+        &stack,
+        &["min_workers=1", "max_workers=3"],
+        &["redis", "coordinator"],
+        "one backend worker",
+        |w| w.len() == 1,
+    )
     .await;
     let profiles = fleet.profiles().await.unwrap();
     let mut ids = Vec::new();
@@ -407,14 +423,8 @@ async fn acl_confines_each_role() {
 #[tokio::test]
 async fn network_cut_hands_the_job_back_and_the_stale_agent_stops() {
     let stack = Stack::new("netcut", &["w1"], "none").unwrap();
-    stack.up(&["redis"]).unwrap();
-    fast_policy(&stack, &["min_workers=0"]);
-    stack.up(&[]).unwrap();
-    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
-        .await
-        .unwrap();
-    wait_for(T, "the compose agents", || async {
-        (workers(&fleet).await.len() == 3).then_some(())
+    let fleet = start_fleet(&stack, &["min_workers=0"], &[], "the compose agents", |w| {
+        w.len() == 3
     })
     .await;
     let id = cli_ok(
@@ -475,27 +485,19 @@ async fn compose_stack_renders_a_sample_world_across_its_agents() {
     let stack = Stack::new("maps", &[], "none").unwrap();
     // A 2x2-region world in the stack's worlds directory (mounted read-only into the agents).
     let world = stack.dir.path().join("worlds").join("w");
-    let out = std::process::Command::new(bin("renderfleet"))
-        .arg("sample-world")
-        .arg(&world)
-        .args(["--regions", "2", "--seed", "4"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    sample_world(&world, 2, 4);
     std::process::Command::new("chmod")
         .args(["-R", "a+rX"])
         .arg(&world)
         .status()
         .unwrap();
-    stack.up(&["redis"]).unwrap();
-    fast_policy(&stack, &["min_workers=0"]);
-    stack.up(&[]).unwrap();
-    let fleet = renderfleet_shared::Fleet::connect(&stack.url("admin"), &stack.ns)
-        .await
-        .unwrap();
-    wait_for(T, "the three compose agents", || async {
-        (workers(&fleet).await.len() >= 3).then_some(())
-    })
+    let fleet = start_fleet(
+        &stack,
+        &["min_workers=0"],
+        &[],
+        "the three compose agents",
+        |w| w.len() >= 3,
+    )
     .await;
     let id = cli_ok(
         &stack.url("admin"),

@@ -17,20 +17,10 @@ use renderfleet_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Write a sample world of `n` x `n` regions through the CLI.
-fn sample_world(site: &Site, world: &str, n: u32, seed: u64) -> PathBuf {
+/// Write a sample world of `n` x `n` regions into `site`'s worlds through the CLI.
+fn site_world(site: &Site, world: &str, n: u32, seed: u64) -> PathBuf {
     let dir = site.path().join("worlds").join(world);
-    let out = Command::new(bin("renderfleet"))
-        .arg("sample-world")
-        .arg(&dir)
-        .args(["--regions", &n.to_string(), "--seed", &seed.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sample_world(&dir, n, seed);
     dir
 }
 
@@ -101,8 +91,8 @@ async fn three_agents_with_a_kill9_render_the_same_bytes_as_one_agent() {
     let solo_ns = ns("shard1");
     let site = Site::new(&[]).unwrap();
     let solo_site = Site::new(&[]).unwrap();
-    sample_world(&site, "w", 4, 21);
-    sample_world(&solo_site, "w", 4, 21);
+    site_world(&site, "w", 4, 21);
+    site_world(&solo_site, "w", 4, 21);
     let fleet = redis.fleet(&fleet_ns).await.unwrap();
     let solo_fleet = redis.fleet(&solo_ns).await.unwrap();
     cli_ok(
@@ -208,7 +198,7 @@ async fn rerender_draws_only_changed_regions_and_their_ancestors() {
     let redis = TestRedis::start().unwrap();
     let ns = ns("incr");
     let site = Site::new(&[]).unwrap();
-    let world = sample_world(&site, "w", 4, 5);
+    let world = site_world(&site, "w", 4, 5);
     let fleet = redis.fleet(&ns).await.unwrap();
     let _a = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("a1"))
         .await
@@ -257,7 +247,7 @@ async fn corrupt_regions_are_reported_and_the_rest_is_drawn() {
     let redis = TestRedis::start().unwrap();
     let ns = ns("corrupt");
     let site = Site::new(&[]).unwrap();
-    let world = sample_world(&site, "w", 2, 8); // regions -1..=0 on both axes
+    let world = site_world(&site, "w", 2, 8); // regions -1..=0 on both axes
     let region = |x: i32, z: i32| world.join("region").join(format!("r.{x}.{z}.mca"));
     // Truncated inside its header.
     let bytes = std::fs::read(region(-1, -1)).unwrap();
@@ -351,7 +341,7 @@ async fn cancelling_a_sharded_render_stops_its_shards_and_frees_the_world() {
     let redis = TestRedis::start().unwrap();
     let ns = ns("shardcancel");
     let site = Site::new(&[]).unwrap();
-    sample_world(&site, "w", 6, 3);
+    site_world(&site, "w", 6, 3);
     let fleet = redis.fleet(&ns).await.unwrap();
     let _a = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("a1").capacity(1))
         .await
@@ -492,7 +482,7 @@ async fn viewer_shows_tiles_from_disk_and_from_the_coordinator() {
     let redis = TestRedis::start().unwrap();
     let ns = ns("viewer");
     let site = Site::new(&[]).unwrap();
-    sample_world(&site, "w", 2, 1);
+    site_world(&site, "w", 2, 1);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -603,17 +593,7 @@ async fn a_lost_final_step_keeps_the_world_until_it_is_done() {
     let (s, _) = fleet.claim("w1", 1).await.unwrap();
     assert_eq!(s[0].parent, first);
     assert_eq!(s[0].shard, "r.0.0");
-    fleet
-        .finish(
-            &s[0].id,
-            s[0].attempt,
-            "w1",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &s[0], "w1").await;
     // The last shard queued the final step; it is lost with its worker.
     let (f, _) = fleet.claim("w1", 1).await.unwrap();
     assert_eq!(
@@ -645,23 +625,22 @@ async fn a_lost_final_step_keeps_the_world_until_it_is_done() {
     let waiting = fleet.job(&second).await.unwrap().unwrap();
     assert_eq!(waiting.waiting_on.as_deref(), Some(first.as_str()));
     // ...and starts once it is done.
-    fleet
-        .finish(
-            &got[0].id,
-            got[0].attempt,
-            "w2",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &got[0], "w2").await;
     assert_eq!(
         fleet.job(&first).await.unwrap().unwrap().state,
         JobState::Succeeded
     );
     let (next, _) = fleet.claim("w2", 1).await.unwrap();
     assert_eq!(next[0].id, second);
+}
+
+/// Record attempt `c` as succeeded by `worker`.
+async fn succeed(fleet: &Fleet, c: &renderfleet_shared::fleet::Claim, worker: &str) {
+    use renderfleet_shared::fleet::Outcome;
+    fleet
+        .finish(&c.id, c.attempt, worker, Outcome::Succeeded, Some(0), "")
+        .await
+        .unwrap();
 }
 
 async fn protocol_fleet(test: &str) -> (TestRedis, Fleet, renderfleet_shared::renderer::Profiles) {
@@ -777,48 +756,18 @@ async fn retrying_a_dead_shard_while_its_render_waits() {
     let p = fleet.job(&parent).await.unwrap().unwrap();
     assert_eq!(p.shards.as_ref().map(|x| x.failed), Some(0));
     // The other shard ends: the render still waits for the retried one.
-    fleet
-        .finish(
-            &s[1].id,
-            s[1].attempt,
-            "w1",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &s[1], "w1").await;
     assert_eq!(
         fleet.job(&parent).await.unwrap().unwrap().state,
         JobState::Sharded
     );
     let (again, _) = fleet.claim("w1", 1).await.unwrap();
     assert_eq!(again[0].id, s[0].id);
-    fleet
-        .finish(
-            &again[0].id,
-            again[0].attempt,
-            "w1",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &again[0], "w1").await;
     let (f, _) = fleet.claim("w1", 1).await.unwrap();
     assert_eq!(f[0].stage, "finalize");
     assert_eq!(f[0].run, c[0].attempt);
-    fleet
-        .finish(
-            &f[0].id,
-            f[0].attempt,
-            "w1",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &f[0], "w1").await;
     let p = fleet.job(&parent).await.unwrap().unwrap();
     assert_eq!(p.state, JobState::Succeeded, "{p:?}");
     assert_eq!(p.shards.map(|x| (x.done, x.failed)), Some((2, 0)));
@@ -878,17 +827,7 @@ async fn retry_of_a_final_step_and_cancel_of_a_woken_waiter() {
         (f2[0].id.as_str(), f2[0].stage.as_str()),
         (parent.as_str(), "finalize")
     );
-    fleet
-        .finish(
-            &f2[0].id,
-            f2[0].attempt,
-            "w1",
-            Outcome::Succeeded,
-            Some(0),
-            "",
-        )
-        .await
-        .unwrap();
+    succeed(&fleet, &f2[0], "w1").await;
     // Its end woke b; b is cancelled before it starts: c must be woken in its place.
     fleet.cancel(&b).await.unwrap();
     let (next, _) = fleet.claim("w2", 1).await.unwrap();
