@@ -74,18 +74,12 @@ pub fn run(cmd: MapCommand) -> ExitCode {
             region_step(&world, &out, id)
         }
         MapCommand::Pyramid { out, plan, name } => {
-            let text = match std::fs::read(&plan) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!(
-                        "renderfleet-agent: cannot read plan {}: {e}",
-                        plan.display()
-                    );
+            let plan = match output::read_plan(&plan) {
+                Ok(p) => p,
+                Err(e @ output::OutputError::Io { .. }) => {
+                    eprintln!("renderfleet-agent: cannot read the plan: {e}");
                     return ExitCode::FAILURE;
                 }
-            };
-            let plan: output::Plan = match serde_json::from_slice(&text) {
-                Ok(p) => p,
                 Err(e) => {
                     eprintln!("renderfleet-agent: bad plan: {e}");
                     return ExitCode::from(EXIT_BAD_INPUT);

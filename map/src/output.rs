@@ -238,9 +238,9 @@ pub fn write_plan(out: &Path, job: &str, run: u32, plan: &Plan) -> Result<(), Ou
     write_atomic(&plan_path(out, job, run), &bytes)
 }
 
-pub fn read_plan(out: &Path, job: &str, run: u32) -> Result<Plan, OutputError> {
-    let path = plan_path(out, job, run);
-    let bytes = fs::read(&path).map_err(io_err(&path))?;
+/// Read a plan written by [`write_plan`] (at [`plan_path`]).
+pub fn read_plan(path: &Path) -> Result<Plan, OutputError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| OutputError::Other(format!("{}: {e}", path.display())))
 }

@@ -619,11 +619,14 @@ async fn docker_backend_without_a_socket_says_so_and_keeps_observing() {
             .find(|e| e["kind"] == "engine_unavailable")
     })
     .await;
-    let log = coord.log_text();
-    assert!(
-        log.contains("does not exist (mount /var/run/docker.sock"),
-        "{log}"
-    );
+    // The log line may reach the file a moment after the event reaches Redis.
+    wait_for(T, "the engine error in the coordinator's log", || async {
+        coord
+            .log_text()
+            .contains("does not exist (mount /var/run/docker.sock")
+            .then_some(())
+    })
+    .await;
     // Still observing: a dead worker's job is handed back through Redis.
     let mut a = Agent::start_ready(&redis.url(), &ns, &site, AgentOpts::new("a").capacity(1))
         .await

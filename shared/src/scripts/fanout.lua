@@ -7,12 +7,11 @@
 local id, attempt, worker = ARGV[2], ARGV[3], ARGV[4]
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'state', 'attempt', 'worker', 'entry', 'world', 'renderer', 'priority',
-  'timeout_ms', 'max_attempts', 'backoff_ms', 'retention_ms', 'free_attempts')
+  'timeout_ms', 'max_attempts', 'backoff_ms', 'retention_ms')
 if not j[1] then return 'missing' end
 if j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= worker then return 'stale:' .. j[1] end
 drop_entry(j[4])
 local prio = j[7]
-if prio ~= 'high' and prio ~= 'low' then prio = 'normal' end
 local ck = k .. ':children'
 redis.call('DEL', ck)
 local n = 0
@@ -21,12 +20,9 @@ for i = 5, #ARGV, 2 do
   local cid = id .. '.' .. attempt .. '.' .. suffix
   local ckey = job_key(cid)
   redis.call('DEL', ckey, ckey .. ':log')
-  local eid = redis.call('XADD', stream_key(prio), '*', 'job', cid)
-  redis.call('HSET', ckey, 'id', cid, 'state', 'queued', 'entry', prio .. '|' .. eid, 'attempt', 0,
-    'free_attempts', 0, 'created_at', NOW, 'created_us', NOW_US, 'queued_at', NOW, 'updated_at', NOW,
-    'progress', 0, 'world', j[5], 'renderer', j[6], 'params', params, 'priority', prio,
+  create_job(cid, prio, { 'world', j[5], 'renderer', j[6], 'params', params, 'priority', prio,
     'timeout_ms', j[8] or '', 'max_attempts', j[9] or 3, 'backoff_ms', j[10] or 10000,
-    'retention_ms', j[11] or 604800000, 'parent', id, 'run', attempt, 'shard', suffix)
+    'retention_ms', j[11] or 604800000, 'parent', id, 'run', attempt, 'shard', suffix })
   redis.call('RPUSH', ck, cid)
   n = n + 1
 end

@@ -45,6 +45,16 @@ local function enqueue(id, prio)
   return eid
 end
 
+-- Create job record `id` from spec field/value pairs `fields` and queue it at priority `prio`.
+local function create_job(id, prio, fields)
+  if prio ~= 'high' and prio ~= 'low' then prio = 'normal' end
+  local eid = redis.call('XADD', stream_key(prio), '*', 'job', id)
+  local all = { 'id', id, 'state', 'queued', 'entry', prio .. '|' .. eid, 'attempt', 0, 'free_attempts', 0,
+    'created_at', NOW, 'created_us', NOW_US, 'queued_at', NOW, 'updated_at', NOW, 'progress', 0 }
+  for i = 1, #fields do all[#all + 1] = fields[i] end
+  redis.call('HSET', job_key(id), unpack(all))
+end
+
 -- Acknowledge and delete a stream entry given as "<priority>|<entry id>".
 local function drop_entry(entry)
   if not entry or entry == '' then return end
