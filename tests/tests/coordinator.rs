@@ -654,8 +654,17 @@ async fn docker_backend_without_a_socket_says_so_and_keeps_observing() {
         coord.child.try_wait().unwrap().is_none(),
         "the coordinator keeps running"
     );
-    assert!(fleet_events(&fleet, "scale_up_failed")
-        .await
-        .iter()
-        .any(|e| e["reason"].contains("does not exist")));
+    // Its attempt to replace the lost worker fails with the same reason (at its next tick).
+    wait_for(
+        T,
+        "a scale_up_failed event naming the missing socket",
+        || async {
+            fleet_events(&fleet, "scale_up_failed")
+                .await
+                .iter()
+                .any(|e| e["reason"].contains("does not exist"))
+                .then_some(())
+        },
+    )
+    .await;
 }
